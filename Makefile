@@ -1,0 +1,36 @@
+# Each target bootstraps .venv itself, so a fresh clone needs only python3 (≥ 3.11) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.server-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[server]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[server,dev]'
+	touch $@ $(VENV)/.server-installed
+
+serve: $(VENV)/.server-installed
+	$(BIN)/lrkeeper serve --host 127.0.0.1 --port 8000
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.client
+	$(BIN)/python -m bench.service
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
