@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from service.schedules.codec import decode_floats, encode_floats
-from service.schedules.errors import MissingMetric
+from service.schedules.errors import ExpressionError, InvalidStepValue, MissingMetric
 
 Group = dict[str, Any]
 Metrics = float | Mapping[str, float] | None
@@ -69,7 +69,7 @@ class Scheduler:
 
     # -- torch's construction -------------------------------------------------
     def start(self) -> None:
-        """torch's ``__init__`` side effects: ``initial_lr`` (setdefault), base_lrs, initial step."""
+        """torch's ``__init__`` side effects: ``initial_lr`` (setdefault), base_lrs, first step."""
         for group in self.groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in self.groups]
@@ -85,10 +85,20 @@ class Scheduler:
 
     # -- stepping -------------------------------------------------------------
     def _advance(self, metrics: Metrics) -> None:
-        """torch's ``step()`` with ``epoch=None``: count, advance, write ``get_lr()``."""
+        """torch's ``step()`` with ``epoch=None``: count, advance, write ``get_lr()``.
+
+        ``get_lr()`` computes every value before a group is written, so undoing the
+        counters is all a failed step needs to leave the scheduler as it was.
+        """
+        previous = (self.last_epoch, self._step_count)
         self._step_count += 1
         self.last_epoch += 1
-        for group, lr in zip(self.groups, self.get_lr(), strict=True):
+        try:
+            values = self.get_lr()
+        except BaseException:
+            self.last_epoch, self._step_count = previous
+            raise
+        for group, lr in zip(self.groups, values, strict=True):
             group["lr"] = lr
 
     def get_lr(self) -> list[float]:
@@ -98,9 +108,50 @@ class Scheduler:
         """torch's ``_get_closed_form_lr`` at ``last_epoch``, or None where the class has none."""
         return None
 
+    def restart_at_zero(self) -> None:
+        """torch's ``_update_lr(0)``: what a SequentialLR does to a child at its milestone.
+
+        ``last_epoch`` becomes 0 and the lrs come from the closed form at epoch 0 where the
+        class has one, otherwise from ``get_lr()`` outside initial mode; ``_step_count``
+        is left alone, as in torch.
+        """
+        previous = self.last_epoch
+        self.last_epoch = 0
+        try:
+            values = self.closed_form_lr()
+            if values is None:
+                values = self.get_lr()
+        except BaseException:
+            self.last_epoch = previous
+            raise
+        for group, lr in zip(self.groups, values, strict=True):
+            group["lr"] = lr
+
+    def check_restart_at_zero(self) -> None:
+        """Raise ``InvalidConfig`` (loc relative to this config) if ``restart_at_zero`` would crash.
+
+        A SequentialLR calls it for every child that a milestone will reach, so a config
+        torch accepts but can only crash on (LinearLR ``total_iters=0`` there) is refused
+        when the run is created rather than at the milestone.
+        """
+
     def step(self, metrics: Metrics = None) -> StepOutcome:
-        """One public step: advance, then report the groups' values and the events it produced."""
-        self._advance(metrics)
+        """One public step: advance, then report the groups' values and the events it produced.
+
+        Arithmetic failures torch would crash on at this step (an expression dividing by
+        zero, an overflowing power) become ``InvalidStepValue`` naming this scheduler's
+        step, also when a nested child raised them with its own count. A failed step
+        (those, ``MissingMetric``, ``StepPastEnd``) leaves the scheduler as it was.
+        """
+        attempted = self.last_epoch + 1
+        try:
+            self._advance(metrics)
+        except (ArithmeticError, ExpressionError) as exc:
+            raise InvalidStepValue(attempted, f"step {attempted}: {describe_failure(exc)}") from exc
+        except InvalidStepValue as exc:
+            if exc.step == attempted:
+                raise
+            raise InvalidStepValue(attempted, f"step {attempted}: {exc}") from exc
         return self.outcome()
 
     def outcome(self) -> StepOutcome:
@@ -161,6 +212,13 @@ class Scheduler:
     def state(self) -> dict[str, Any]:
         """The whole state of a root scheduler: its fields plus the groups as it left them."""
         return {**self.own_state(), "param_groups": encode_floats([_plain(g) for g in self.groups])}
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``OverflowError: (34, 'Numerical result out of range')`` rather than the bare tuple."""
+    if isinstance(exc, ExpressionError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _plain(value: Any) -> Any:
