@@ -17,8 +17,10 @@ Choices the contract leaves open, made here:
 - "Exceeds 4 × its minimum" is applied only while the minimum is positive: for a
   loss that can be negative the ratio means nothing (a negative minimum would be
   "exceeded" at once).
-- ``num_steps`` is at most :data:`MAX_NUM_STEPS`: the curve is part of the state,
-  and a state is stored with every step.
+- The curve is not part of the state (a state is stored with every step, so a
+  curve in it would grow the history quadratically): the service rebuilds it from
+  the recorded lrs and losses with :func:`smoothed_curve`, the same arithmetic the
+  steps used. ``num_steps`` is at most :data:`MAX_NUM_STEPS`.
 """
 
 import math
@@ -65,8 +67,8 @@ class LRRangeTest(Scheduler):
     type_name = "LRRangeTest"
     default_monitor: ClassVar[str] = "loss"
     # avg: the moving average; best_loss: the smallest finite smoothed loss so far
-    # (inf before any); stopped: the stop flag; curve: [[lr, smoothed_loss], ...].
-    state_fields = (*Scheduler.state_fields, "avg", "best_loss", "stopped", "curve")
+    # (inf before any); stopped: the stop flag.
+    state_fields = (*Scheduler.state_fields, "avg", "best_loss", "stopped")
 
     @dataclass(frozen=True)
     class Params:
@@ -85,7 +87,6 @@ class LRRangeTest(Scheduler):
         self.avg = 0.0
         self.best_loss = math.inf
         self.stopped = False
-        self.curve: list[list[float]] = []
 
     @property
     def uses_metric(self) -> bool:
@@ -123,14 +124,12 @@ class LRRangeTest(Scheduler):
         loss = read_metric(metrics, self.monitor)
         # Everything is computed before anything changes, so a refused step changes nothing.
         measured_lr = self.lr_at(step - 1)
-        avg = SMOOTHING * self.avg + NEW_LOSS_WEIGHT * loss
-        smoothed = avg / (1 - SMOOTHING**step)
+        avg, smoothed = smooth(self.avg, loss, step)
         best_loss = min(self.best_loss, smoothed) if math.isfinite(smoothed) else self.best_loss
         reason = _divergence(smoothed, best_loss)
 
         self.avg = avg
         self.best_loss = best_loss
-        self.curve.append([measured_lr, smoothed])
         if reason is not None and not self.stopped:
             self.stopped = True
             self.emit(
@@ -148,9 +147,25 @@ class LRRangeTest(Scheduler):
             )
         super()._advance(None)
 
-    def suggestion(self) -> dict[str, Any]:
-        """:func:`suggest` on this run's curve, on the lr axis its mode calls for."""
-        return suggest(self.curve, mode=self.params.mode)
+
+def smooth(avg: float, loss: float, step: int) -> tuple[float, float]:
+    """One step of the bias-corrected moving average: (new average, smoothed loss at ``step``)."""
+    avg = SMOOTHING * avg + NEW_LOSS_WEIGHT * loss
+    return avg, avg / (1 - SMOOTHING**step)
+
+
+def smoothed_curve(measured_lrs: Sequence[float], losses: Sequence[float]) -> list[list[float]]:
+    """``[[lr, smoothed_loss], ...]`` for steps 1 … n, from what the steps recorded.
+
+    ``measured_lrs[k - 1]`` is the lr step k's batch trained with (the lr recorded at
+    step k − 1) and ``losses[k - 1]`` the loss reported with step k.
+    """
+    avg = 0.0
+    curve = []
+    for step, (lr, loss) in enumerate(zip(measured_lrs, losses, strict=True), start=1):
+        avg, smoothed = smooth(avg, loss, step)
+        curve.append([lr, smoothed])
+    return curve
 
 
 def _validate(params: LRRangeTest.Params) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from service.schedules.base import StepOutcome
 from service.schedules.errors import InvalidConfig, MissingMetric, StepPastEnd
-from service.schedules.range_test import LRRangeTest, NotEnoughData, suggest
+from service.schedules.range_test import LRRangeTest, NotEnoughData, smoothed_curve, suggest
 from service.schedules.registry import build, restore
 
 GROUPS = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.01, "betas": [0.9, 0.999]}]
@@ -109,10 +109,17 @@ def test_curve_pairs_each_smoothed_loss_with_the_lr_it_was_measured_at() -> None
     losses = [2.0, 1.9, 2.1, 1.5, 1.2, 1.0]
     scheduler, _ = run(losses)
     previous_lrs = [scheduler.lr_at(k) for k in range(len(losses))]
-    assert scheduler.curve == [
+    assert smoothed_curve(previous_lrs, losses) == [
         [lr, smoothed] for lr, smoothed in zip(previous_lrs, contract_smoothed(losses), strict=True)
     ]
     assert scheduler.avg == pytest.approx(contract_smoothed(losses)[-1] * (1 - 0.98**6))
+
+
+def test_rebuilt_curve_ends_at_the_average_the_steps_kept() -> None:
+    losses = [2.0, 1.9, 2.1, 1.5, 1.2, 1.0, 0.7]
+    scheduler, _ = run(losses)
+    last_smoothed = smoothed_curve([scheduler.lr_at(k) for k in range(7)], losses)[-1][1]
+    assert last_smoothed == scheduler.avg / (1 - 0.98**7)
 
 
 def test_stop_comes_at_the_first_step_above_four_times_the_minimum_and_stays() -> None:
@@ -177,17 +184,13 @@ def test_restored_range_test_continues_bit_exactly() -> None:
     )
 
 
-def test_state_holds_average_minimum_stop_flag_and_curve() -> None:
+def test_state_holds_average_minimum_and_stop_flag_but_no_curve() -> None:
     scheduler = build(range_test_config(), GROUPS)
     initial = scheduler.state()
-    assert (initial["avg"], initial["best_loss"], initial["stopped"], initial["curve"]) == (
-        0.0,
-        "Infinity",
-        False,
-        [],
-    )
+    assert (initial["avg"], initial["best_loss"], initial["stopped"]) == (0.0, "Infinity", False)
     scheduler.step({"loss": 3})
-    assert scheduler.state()["curve"] == [[1e-6, contract_smoothed([3.0])[0]]]
+    assert "curve" not in scheduler.state()
+    assert scheduler.state()["best_loss"] == contract_smoothed([3.0])[0]
 
 
 # -- validation ---------------------------------------------------------------------
@@ -277,11 +280,18 @@ def run_sweep(losses: list[float]) -> tuple[LRRangeTest, list[StepOutcome]]:
     return run(losses, start_lr=1e-6, end_lr=10.0)
 
 
+def sweep_suggestion(losses: list[float]) -> dict:
+    """What the service answers: the curve rebuilt from the recorded lrs and losses."""
+    scheduler, _ = run_sweep(losses)
+    measured_lrs = [scheduler.lr_at(k) for k in range(len(losses))]
+    return suggest(smoothed_curve(measured_lrs, losses))
+
+
 def test_sweep_through_the_scheduler_finds_the_known_points_behind_the_average_lag() -> None:
     # The moving average lags ~49 steps (0.98 / 0.02), 0.17 decades at 2000 steps over 7.
     _, losses = sweep_losses(2000, noise=0.0, seed=0)
-    scheduler, outcomes = run_sweep(losses)
-    suggestion = scheduler.suggestion()
+    _, outcomes = run_sweep(losses)
+    suggestion = sweep_suggestion(losses)
     assert 0 < math.log10(suggestion["lr"]) - STEEPEST_X < 0.3
     assert 0 < math.log10(suggestion["max_lr"]) - BOTTOM_X < 0.3
     assert 0 < math.log10(suggestion["base_lr"]) - CLEAR_FALL_X < 0.3
@@ -295,8 +305,8 @@ def test_noisy_sweep_suggests_what_the_clean_sweep_does(seed: int) -> None:
     # move the steepest point that far; the minimum and the clear fall are sharper.
     _, clean_losses = sweep_losses(2000, noise=0.0, seed=0)
     _, noisy_losses = sweep_losses(2000, noise=0.1, seed=seed)
-    clean = run_sweep(clean_losses)[0].suggestion()
-    noisy = run_sweep(noisy_losses)[0].suggestion()
+    clean = sweep_suggestion(clean_losses)
+    noisy = sweep_suggestion(noisy_losses)
     for key, decades in [("lr", 0.45), ("max_lr", 0.1), ("base_lr", 0.1), ("min_loss_lr", 0.1)]:
         assert abs(math.log10(noisy[key]) - math.log10(clean[key])) < decades, key
 
