@@ -168,7 +168,7 @@ def run_in_torch(
         try:
             optimizer = make_optimizer(param_groups)
             scheduler = make_scheduler(config, optimizer)
-        except Exception as error:  # noqa: BLE001 - every torch refusal is data here
+        except Exception as error:  # every torch refusal is data here
             run.error = TorchError(0, type(error).__name__, str(error))
             return run
         for step in range(steps + 1):
@@ -179,7 +179,7 @@ def run_in_torch(
                         scheduler.step(metrics[step - 1])
                     else:
                         scheduler.step()
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     run.error = TorchError(step, type(error).__name__, str(error))
                     return run
             run.lr.append(_group_lrs(optimizer))
