@@ -1,0 +1,35 @@
+"""The service's settings, read from ``LRKEEPER_*`` environment variables.
+
+Settings are an object handed to :func:`service.main.create_app`, never a module
+global, so a test (or a second app in one process) can run with its own.
+"""
+
+from fastapi import Request
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/lrkeeper.db"
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set; the defaults give a working local service."""
+
+    model_config = SettingsConfigDict(env_prefix="LRKEEPER_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Comma-separated ``ROLE:TOKEN`` entries; parsed by service.auth, kept raw here so a
+    # malformed entry is reported there with its context instead of as a settings error.
+    tokens: str = ""
+    allow_anonymous: bool = False
+    max_list_limit: int = 1000
+    max_history_limit: int = 10000
+    max_preview_steps: int = 100000
+    max_catch_up_steps: int = 100000
+    max_param_groups: int = 64
+
+
+def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the Settings the app was created with (limits, tokens)."""
+    settings: Settings = request.app.state.settings
+    return settings

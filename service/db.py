@@ -1,0 +1,209 @@
+"""Engines, transaction discipline and schema migration for SQLite and PostgreSQL.
+
+Only ``service.runs`` opens transactions; this module decides what a transaction
+*is* on each backend:
+
+- SQLite: every write transaction starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's
+  documented pysqlite recipe: the driver's own BEGIN handling is switched off and
+  an event hook emits ours), so a writer takes the database's write lock before it
+  reads the row it is about to change — the SQLite equivalent of ``SELECT ... FOR
+  UPDATE``. WAL lets readers run beside the one writer, ``synchronous=FULL`` makes
+  every commit durable before the 200 leaves, ``busy_timeout`` makes writers from
+  other processes queue instead of failing, and an in-process lock makes this
+  process's writer threads queue without spinning on that timeout at all.
+- PostgreSQL: psycopg 3 at READ COMMITTED; ``service.runs`` locks rows itself.
+"""
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi import Request
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any fixed 64-bit number works; advisory locks are per database, so this only
+# serialises lrkeeper replicas migrating the same database.
+MIGRATION_ADVISORY_LOCK_KEY = 0x6C726B6565706572  # "lrkeeper" in ASCII
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engines one service process uses, and how its writers take turns."""
+
+    engine: Engine
+    read_engine: Engine
+    write_lock: AbstractContextManager[Any]
+    dialect: Dialect
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    """FastAPI dependency: the Database the app's lifespan opened."""
+    database: Database = request.app.state.database
+    return database
+
+
+def normalize_url(url: str) -> str:
+    """Point plain ``postgresql://`` (and Heroku-style ``postgres://``) URLs at psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def dialect_of(url: str) -> Dialect:
+    backend = make_url(normalize_url(url)).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return "sqlite" if backend == "sqlite" else "postgresql"
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """Create the directory of a SQLite file so a fresh checkout or volume just works."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_sqlite_engine(
+    url: str, *, begin: str, enforce_foreign_keys: bool = True, **options: Any
+) -> Engine:
+    """A SQLite engine whose transactions start with ``begin`` ("BEGIN" or "BEGIN IMMEDIATE").
+
+    Migrations switch foreign keys off: Alembic's batch mode rebuilds a table by
+    copying it, which a referencing table's foreign keys would otherwise refuse.
+    """
+    ensure_sqlite_directory(url)
+    engine = sa.create_engine(url, **options)
+    foreign_keys = "ON" if enforce_foreign_keys else "OFF"
+
+    @sa.event.listens_for(engine, "connect")
+    def configure_connection(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver (it would defer it past SELECTs);
+        # the "begin" hook below emits ours. Pragmas must run outside a transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA foreign_keys={foreign_keys}")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def emit_begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def create_postgresql_engine(url: str, **options: Any) -> Engine:
+    return sa.create_engine(url, isolation_level="READ COMMITTED", pool_pre_ping=True, **options)
+
+
+def open_database(url: str) -> Database:
+    """Open the engines for ``url``; nothing is migrated here (see :func:`upgrade_to_head`)."""
+    url = normalize_url(url)
+    if dialect_of(url) == "sqlite":
+        return Database(
+            engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE"),
+            read_engine=create_sqlite_engine(url, begin="BEGIN"),
+            write_lock=threading.Lock(),
+            dialect="sqlite",
+        )
+    engine = create_postgresql_engine(url)
+    return Database(
+        engine=engine, read_engine=engine, write_lock=contextlib.nullcontext(), dialect="postgresql"
+    )
+
+
+def find_alembic_pyproject() -> Path:
+    """The pyproject.toml whose ``[tool.alembic]`` points at our migrations.
+
+    A source checkout (editable install, tests) has it beside the ``service``
+    package; an installed copy (the Docker image) runs from a directory holding
+    pyproject.toml and migrations/.
+    """
+    candidates = [
+        Path(__file__).resolve().parents[1] / "pyproject.toml",
+        Path.cwd() / "pyproject.toml",
+    ]
+    for candidate in candidates:
+        if (candidate.parent / "migrations" / "env.py").is_file() and candidate.is_file():
+            return candidate
+    searched = ", ".join(str(candidate) for candidate in candidates)
+    raise RuntimeError(f"cannot find pyproject.toml next to migrations/ (looked at {searched})")
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    """Alembic's configuration from pyproject.toml; ``database_url`` reaches migrations/env.py."""
+    config = Config(toml_file=find_alembic_pyproject())
+    if database_url is not None:
+        config.attributes["database_url"] = normalize_url(database_url)
+    return config
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database behind ``engine`` is at the newest migration."""
+    with engine.connect() as connection:
+        applied = MigrationContext.configure(connection).get_current_heads()
+    return frozenset(applied) == head_revisions()
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock so replicas starting together migrate one at a time.
+
+    The lock lives on its own autocommit connection: it outlasts the migration's
+    transactions, and a crashed holder's lock dies with its connection.
+    """
+    if dialect_of(url) != "postgresql":
+        yield
+        return
+    engine = create_postgresql_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            lock_key = {"key": MIGRATION_ADVISORY_LOCK_KEY}
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), lock_key)
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), lock_key)
+    finally:
+        engine.dispose()
+
+
+def upgrade_to_head(url: str) -> None:
+    """Bring the database at ``url`` to the newest migration (a no-op when it is there)."""
+    url = normalize_url(url)
+    ensure_sqlite_directory(url)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), "head")

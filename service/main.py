@@ -1,0 +1,54 @@
+"""The app factory: ``create_app(settings)`` builds a fresh service; importing builds nothing.
+
+uvicorn calls it as a factory (``service.main:create_app``), so every worker
+process reads its settings from the environment; tests pass their own.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.db import open_database
+from service.metrics import MetricsMiddleware, create_metrics
+from service.problems import install_problem_handlers
+from service.routes import health, history, pages, runs, schedulers
+
+
+def _package_version() -> str:
+    try:
+        return version("lrkeeper")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Opening engines does not connect yet: the service starts even while the
+        # database is down, and /readyz says so until it answers.
+        database = open_database(settings.database_url)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            database.dispose()
+
+    app = FastAPI(
+        title="lrkeeper",
+        version=_package_version(),
+        summary="torch's learning-rate schedulers, kept in a database, served over HTTP.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = create_metrics()
+    install_problem_handlers(app)
+    # Added last, so it sits outside the 500 handler and counts those answers too.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    for routes in (health, runs, history, schedulers, pages):
+        app.include_router(routes.router)
+    return app

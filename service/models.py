@@ -1,0 +1,124 @@
+"""The three tables: a run's current state, its step history, its events.
+
+Every JSON value is codec-encoded before it gets here (service.schedules.codec),
+so NaN and infinities never reach PostgreSQL, whose JSON types reject them.
+A Step row holds the engine state *after* that step, which makes replaying a
+step and rewinding to it lookups instead of recomputation.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only turns INTEGER PRIMARY KEY into an autoincrementing rowid alias.
+BigIntegerPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always comes back in UTC.
+
+    SQLite keeps no offset, so values read from it are naive; they were written
+    in UTC, and this type says so instead of leaving every reader to remember.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Run(Base):
+    """One training job's schedule as it stands after its current step."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(sa.String(128), unique=True, nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    step: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    # The normalized config (defaults filled in), so sameness on PUT is a comparison.
+    scheduler: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    param_groups: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False)
+    # Engine state after the current step, including any POST /lr edit since.
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    lr: Mapped[list[Any]] = mapped_column(JSONType, nullable=False)
+    momentum: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Step(Base):
+    """What one step answered, kept so a replay answers exactly the same."""
+
+    __tablename__ = "steps"
+    __table_args__ = (
+        # One current row per step; rows a rewind superseded stay beside it.
+        sa.Index(
+            "uq_steps_run_pk_step_current",
+            "run_pk",
+            "step",
+            unique=True,
+            sqlite_where=sa.text("NOT superseded"),
+            postgresql_where=sa.text("NOT superseded"),
+        ),
+        sa.Index("ix_steps_run_pk_step", "run_pk", "step", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(sa.ForeignKey("runs.id"), nullable=False)
+    step: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    lr: Mapped[list[Any]] = mapped_column(JSONType, nullable=False)
+    momentum: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # On a catch-up the reported metrics go on the last row; the others hold {}.
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    worker: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    events: Mapped[list[Any]] = mapped_column(JSONType, nullable=False)
+    stop: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    superseded: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    )
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class Event(Base):
+    """Something worth telling a human: a plateau reduction, a restart, an edit, a rewind."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_run_pk_id", "run_pk", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True, autoincrement=True)
+    run_pk: Mapped[int] = mapped_column(sa.ForeignKey("runs.id"), nullable=False)
+    step: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

@@ -1,0 +1,239 @@
+"""Every error the service answers, as RFC 9457 ``application/problem+json``.
+
+A ``Problem`` subclass knows its status, slug and title; raising one anywhere
+below a route is all it takes to answer with it. The adapters here turn what the
+framework raises (validation errors, unmatched routes and methods, a body that
+is not JSON) and anything unexpected into the same shape, so a client has one
+vocabulary to parse and never sees a traceback.
+
+    Problem
+    ├── NotFound             404 not-found
+    ├── MethodNotAllowed     405 method-not-allowed
+    ├── RunConflict          409 run-conflict         (differences)
+    ├── StepOutOfOrder       409 step-out-of-order    (expected_step)
+    ├── ScheduleEnded        409 schedule-ended       (step, total_steps)
+    ├── NotEnoughData        409 not-enough-data
+    ├── InvalidRequest       422 invalid-request      (errors: [{"loc", "msg"}])
+    ├── Unauthorized         401 unauthorized
+    ├── Forbidden            403 forbidden
+    ├── ServiceUnavailable   503 service-unavailable
+    └── InternalError        500 internal-error
+"""
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.schedules.codec import encode_floats
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:lrkeeper:problem:"
+
+logger = logging.getLogger("lrkeeper.errors")
+
+
+class Problem(Exception):
+    """An answer that is an error; extensions become extra members of the JSON object."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+    headers: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    @property
+    def type(self) -> str:
+        return TYPE_PREFIX + self.slug
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class MethodNotAllowed(Problem):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class RunConflict(Problem):
+    status, slug, title = 409, "run-conflict", "Run exists with another configuration"
+
+
+class StepOutOfOrder(Problem):
+    status, slug, title = 409, "step-out-of-order", "Step out of order"
+
+
+class ScheduleEnded(Problem):
+    status, slug, title = 409, "schedule-ended", "Schedule has ended"
+
+
+class NotEnoughData(Problem):
+    status, slug, title = 409, "not-enough-data", "Not enough data"
+
+
+class InvalidRequest(Problem):
+    status, slug, title = 422, "invalid-request", "Invalid request"
+
+
+class Unauthorized(Problem):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+class InternalError(Problem):
+    status, slug, title = 500, "internal-error", "Internal server error"
+
+
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    # encode_floats: an extension (a config difference, say) may hold NaN or inf,
+    # which strict JSON cannot carry; they travel as "NaN"/"Infinity" like everywhere else.
+    return JSONResponse(
+        encode_floats(problem.to_dict()),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers={**problem.headers, **(headers or {})},
+    )
+
+
+_PROBLEMS_BY_STATUS: dict[int, type[Problem]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    503: ServiceUnavailable,
+}
+
+
+def http_exception_response(
+    status: int, detail: str, headers: Mapping[str, str] | None
+) -> Response:
+    """The problem answer for an HTTPException raised by the framework or a library below us."""
+    problem_class = _PROBLEMS_BY_STATUS.get(status)
+    if problem_class is not None:
+        return problem_response(problem_class(detail), headers)
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = f"HTTP {status}"
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    body = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {})
+    )
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's (pydantic's) error list reduced to the contract's ``{"loc", "msg"}``."""
+    return [
+        {
+            "loc": [part for part in error.get("loc", ()) if isinstance(part, str | int)],
+            "msg": str(error.get("msg", "invalid")),
+        }
+        for error in errors
+    ]
+
+
+def invalid_request_for(exc: RequestValidationError) -> InvalidRequest:
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        message = next(str(e.get("msg")) for e in errors if e.get("type") == "json_invalid")
+        return InvalidRequest(
+            "the request body is not valid JSON",
+            errors=[{"loc": ["body"], "msg": message}],
+        )
+    reduced = validation_errors(errors)
+    if not reduced:
+        return InvalidRequest("the request is invalid", errors=[])
+    first = reduced[0]
+    where = ".".join(str(part) for part in first["loc"]) or "request"
+    more = f" (and {len(reduced) - 1} more)" if len(reduced) > 1 else ""
+    return InvalidRequest(f"{where}: {first['msg']}{more}", errors=reduced)
+
+
+async def _render_problem(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _render_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(invalid_request_for(exc))
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "no such resource"
+    elif exc.status_code == 405:
+        detail = f"this resource does not support {request.method}"
+    return http_exception_response(exc.status_code, detail, exc.headers)
+
+
+class UnexpectedErrorMiddleware:
+    """Turns an exception nothing else handled into a generic 500 problem.
+
+    The traceback goes to the log, never into the answer. A pure ASGI middleware
+    rather than an ``Exception`` handler: Starlette re-raises after such a
+    handler, which would log every failure twice.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception:
+            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if response_started:
+                raise
+            problem = InternalError("the service failed to handle this request; see its log")
+            await problem_response(problem)(scope, receive, send)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error raised below ``app`` as application/problem+json."""
+    app.add_exception_handler(Problem, _render_problem)
+    app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _render_http_exception)
+    app.add_middleware(UnexpectedErrorMiddleware)

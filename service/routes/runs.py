@@ -1,0 +1,207 @@
+"""/v1/runs: create, read, list and patch runs; the hot path (steps, lr); lr edits and rewinds.
+
+HTTP in, answers out, no SQL: every route is one call into ``service.runs``.
+Answers are the dicts the use cases build, sent as JSON as they are (the
+response models only document them), so the hot path never pays for a second
+validation pass. Plain ``def`` routes: the work is a blocking database round
+trip, which FastAPI runs in its thread pool.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from service import runs
+from service.auth import require_read, require_write
+from service.config import Settings
+from service.db import Database, get_database
+from service.problems import PROBLEM_MEDIA_TYPE
+from service.schemas import (
+    MAX_STEP,
+    RUN_ID_PATTERN,
+    LrAnswer,
+    LrChange,
+    LrSuggestion,
+    Rewind,
+    Run,
+    RunCreate,
+    RunPage,
+    RunPatch,
+    RunStatus,
+    StepAnswer,
+    StepReport,
+)
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+RunId = Annotated[
+    str,
+    Path(
+        pattern=RUN_ID_PATTERN,
+        max_length=128,
+        description="1–128 characters of A-Za-z0-9._-, chosen by the client",
+    ),
+]
+DatabaseDependency = Annotated[Database, Depends(get_database)]
+
+
+def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDependency = Annotated[Settings, Depends(get_settings)]
+
+
+def _problem(status_code: int, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
+
+
+NOT_FOUND = {404: _problem(404, "No such run")}
+INVALID = {422: _problem(422, "Invalid request; `errors` names the field")}
+
+
+@router.put(
+    "/runs/{run_id}",
+    dependencies=[Depends(require_write)],
+    status_code=201,
+    responses={
+        200: {"model": Run, "description": "The run exists with the same schedule"},
+        201: {"model": Run, "description": "Created"},
+        409: _problem(409, "The run exists with another schedule; `differences` says where"),
+        **INVALID,
+    },
+)
+def put_run(
+    run_id: RunId, body: RunCreate, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
+    """Create a run (idempotent: every rank of a job may PUT the same run)."""
+    created, run = runs.create_run(
+        database, run_id, body, max_param_groups=settings.max_param_groups
+    )
+    return JSONResponse(
+        run,
+        status_code=201 if created else 200,
+        headers={"Location": f"/v1/runs/{run_id}"},
+    )
+
+
+@router.get(
+    "/runs/{run_id}",
+    dependencies=[Depends(require_read)],
+    responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
+)
+def get_run(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
+    return JSONResponse(runs.get_run(database, run_id))
+
+
+@router.get(
+    "/runs",
+    dependencies=[Depends(require_read)],
+    responses={200: {"model": RunPage}, **INVALID},
+)
+def list_runs(
+    database: DatabaseDependency,
+    settings: SettingsDependency,
+    status: RunStatus | None = None,
+    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[
+        int | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
+    ] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JSONResponse:
+    """Runs in creation order; follow ``next_cursor`` until it is null."""
+    page = runs.list_runs(
+        database,
+        status=status,
+        prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+        max_limit=settings.max_list_limit,
+    )
+    return JSONResponse(page.as_dict())
+
+
+@router.patch(
+    "/runs/{run_id}",
+    dependencies=[Depends(require_write)],
+    responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
+)
+def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JSONResponse:
+    """Change the status and/or replace the metadata; the schedule never changes here."""
+    return JSONResponse(runs.update_run(database, run_id, body))
+
+
+@router.post(
+    "/runs/{run_id}/steps",
+    dependencies=[Depends(require_write)],
+    responses={
+        200: {"model": StepAnswer},
+        **NOT_FOUND,
+        409: _problem(409, "Step out of order (`expected_step`) or past the schedule's end"),
+        **INVALID,
+    },
+)
+def report_step(
+    run_id: RunId, body: StepReport, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
+    """Report that a worker finished ``step``; answers the lr to use from now on.
+
+    The first report of a step advances the schedule; every later one (other
+    ranks, retries) replays what was recorded, with ``replayed: true``.
+    """
+    answer = runs.report_step(
+        database, run_id, body, max_catch_up_steps=settings.max_catch_up_steps
+    )
+    return JSONResponse(answer)
+
+
+@router.get(
+    "/runs/{run_id}/lr",
+    dependencies=[Depends(require_read)],
+    responses={200: {"model": LrAnswer}, **NOT_FOUND, **INVALID},
+)
+def get_lr(
+    run_id: RunId,
+    database: DatabaseDependency,
+    step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
+) -> JSONResponse:
+    """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
+    return JSONResponse(runs.current_lr(database, run_id, step))
+
+
+@router.post(
+    "/runs/{run_id}/lr",
+    dependencies=[Depends(require_write)],
+    responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
+)
+def set_lr(run_id: RunId, body: LrChange, database: DatabaseDependency) -> JSONResponse:
+    """Set the current lr by hand; later steps continue from it exactly as torch's would."""
+    return JSONResponse(runs.set_lr(database, run_id, body))
+
+
+@router.post(
+    "/runs/{run_id}/rewind",
+    dependencies=[Depends(require_write)],
+    responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
+)
+def rewind(run_id: RunId, body: Rewind, database: DatabaseDependency) -> JSONResponse:
+    """Back to the state after step K; the later history stays, marked superseded."""
+    return JSONResponse(runs.rewind(database, run_id, body.step))
+
+
+@router.get(
+    "/runs/{run_id}/lr-suggestion",
+    dependencies=[Depends(require_read)],
+    responses={
+        200: {"model": LrSuggestion},
+        **NOT_FOUND,
+        409: _problem(409, "Fewer than 10 usable steps so far"),
+        422: _problem(422, "The run is not an LRRangeTest"),
+    },
+)
+def lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
+    """An LRRangeTest run's suggested lr, from its smoothed loss curve."""
+    return JSONResponse(runs.lr_suggestion(database, run_id))

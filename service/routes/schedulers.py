@@ -1,0 +1,43 @@
+"""/v1/preview and /v1/scheduler-types: schedules without a run, nothing stored."""
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from service import runs
+from service.auth import require_read
+from service.problems import PROBLEM_MEDIA_TYPE
+from service.routes.runs import SettingsDependency
+from service.schemas import PreviewAnswer, PreviewRequest, SchedulerTypes
+
+router = APIRouter(prefix="/v1", tags=["schedulers"])
+
+
+@router.post(
+    "/preview",
+    dependencies=[Depends(require_read)],
+    responses={
+        200: {"model": PreviewAnswer},
+        422: {
+            "description": "Invalid config, or a step that fails (named in the message)",
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        },
+    },
+)
+def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
+    """The lrs (and momenta) a schedule would give at steps 0 to ``steps``."""
+    answer = runs.preview(
+        body,
+        max_preview_steps=settings.max_preview_steps,
+        max_param_groups=settings.max_param_groups,
+    )
+    return JSONResponse(answer)
+
+
+@router.get(
+    "/scheduler-types",
+    dependencies=[Depends(require_read)],
+    responses={200: {"model": SchedulerTypes}},
+)
+def scheduler_types() -> JSONResponse:
+    """Every scheduler type with its parameters, their types and defaults."""
+    return JSONResponse(runs.scheduler_types())

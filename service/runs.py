@@ -1,0 +1,978 @@
+"""The use cases: the only module that begins transactions, locks rows and commits.
+
+Each public function is one unit of work that has committed (or changed
+nothing) before it returns, so a 200 built from its result is durable.
+
+- Writes: ``with database.write_lock, database.engine.begin()``; the run's row
+  is locked with ``SELECT ... FOR UPDATE`` (PostgreSQL; on SQLite the
+  transaction's ``BEGIN IMMEDIATE`` already holds the database's write lock and
+  SQLAlchemy renders no ``FOR UPDATE``) before anything that depends on it is
+  computed. Serialization failures and deadlocks are retried by
+  :func:`retry_on_conflict`; nothing else is.
+- Reads: ``database.read_engine``. A step that is already recorded (every rank
+  but the first reports each step) is answered from the read path, so replays
+  never queue behind writers. On PostgreSQL that read runs in autocommit on the
+  connection the write then uses, so a new step costs one round trip more than
+  the bare lock-insert-update-commit, and a replay one round trip in all.
+- The engine never sees the database: a run is restored from its stored state,
+  stepped, and its new state written back. Every stored JSON value is
+  codec-encoded (non-finite floats as strings).
+
+The hot path (:func:`report_step`) uses SQLAlchemy Core with statements built
+once at import (no engine or connection is), one round trip per statement.
+"""
+
+import base64
+import binascii
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+import tenacity
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Row
+
+from service import schedules
+from service.db import Database
+from service.models import Event, Run, Step
+from service.problems import (
+    InvalidRequest,
+    NotEnoughData,
+    NotFound,
+    RunConflict,
+    ScheduleEnded,
+    StepOutOfOrder,
+)
+from service.schedules import range_test
+from service.schedules.base import ScheduleEvent, Scheduler, StepOutcome
+from service.schedules.codec import decode_floats, encode_floats
+from service.schemas import LrChange, PreviewRequest, RunCreate, RunPatch, StepReport
+
+runs_table: sa.Table = Run.__table__  # type: ignore[assignment]
+steps_table: sa.Table = Step.__table__  # type: ignore[assignment]
+events_table: sa.Table = Event.__table__  # type: ignore[assignment]
+
+RANGE_TEST_TYPE = range_test.LRRangeTest.type_name
+
+# db.py opens PostgreSQL at this level; the hot path switches a connection back to it.
+POSTGRESQL_ISOLATION_LEVEL = "READ COMMITTED"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# -- retrying ------------------------------------------------------------------
+
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def _is_transient_conflict(error: BaseException) -> bool:
+    """Serialization failures and deadlocks (and SQLite's busy timeout running out), only."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    original = error.orig
+    if getattr(original, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
+
+
+def retry_on_conflict(function: Callable[P, T]) -> Callable[P, T]:
+    """Run a unit of work again, a few times with jitter, if the database refused it as racing."""
+    retrying = tenacity.retry(
+        retry=tenacity.retry_if_exception(_is_transient_conflict),
+        stop=tenacity.stop_after_attempt(5),
+        wait=tenacity.wait_random_exponential(multiplier=0.02, max=0.5),
+        reraise=True,
+    )
+    return retrying(function)
+
+
+# -- statements built once ------------------------------------------------------
+
+_runs = runs_table.c
+_steps = steps_table.c
+_events = events_table.c
+
+_RUN_COLUMNS = (
+    _runs.run_id,
+    _runs.status,
+    _runs.step,
+    _runs.lr,
+    _runs.momentum,
+    _runs.scheduler,
+    _runs.param_groups,
+    _runs.state,
+    _runs.metadata,
+    _runs.created_at,
+    _runs.updated_at,
+)
+
+_SELECT_RUN = sa.select(*_RUN_COLUMNS).where(_runs.run_id == sa.bindparam("run_id"))
+
+# One statement, so one snapshot on either backend: the run and its recorded row for
+# ``step`` on the current line, if there is one.
+_SELECT_RECORDED_FOR_REPLAY = (
+    sa.select(
+        _runs.id,
+        _steps.step,
+        _steps.lr,
+        _steps.momentum,
+        _steps.events,
+        _steps.stop,
+    )
+    .select_from(
+        runs_table.outerjoin(
+            steps_table,
+            sa.and_(
+                _steps.run_pk == _runs.id,
+                _steps.step == sa.bindparam("step"),
+                sa.not_(_steps.superseded),
+            ),
+        )
+    )
+    .where(_runs.run_id == sa.bindparam("run_id"))
+)
+
+_LOCK_RUN_FOR_STEP = (
+    sa.select(_runs.id, _runs.step, _runs.scheduler, _runs.param_groups, _runs.state)
+    .where(_runs.run_id == sa.bindparam("run_id"))
+    .with_for_update()
+)
+
+_SELECT_CURRENT_ROW = sa.select(
+    _steps.id,
+    _steps.step,
+    _steps.lr,
+    _steps.momentum,
+    _steps.state,
+    _steps.events,
+    _steps.stop,
+).where(
+    _steps.run_pk == sa.bindparam("run_pk"),
+    _steps.step == sa.bindparam("step"),
+    sa.not_(_steps.superseded),
+)
+
+_INSERT_STEP = sa.insert(steps_table)
+_INSERT_EVENT = sa.insert(events_table)
+
+_UPDATE_RUN_AFTER_STEP = (
+    sa.update(runs_table)
+    .where(_runs.id == sa.bindparam("run_pk"))
+    .values(
+        step=sa.bindparam("new_step"),
+        state=sa.bindparam("new_state", type_=_runs.state.type),
+        lr=sa.bindparam("new_lr", type_=_runs.lr.type),
+        momentum=sa.bindparam("new_momentum", type_=_runs.momentum.type),
+        updated_at=sa.bindparam("now", type_=_runs.updated_at.type),
+    )
+)
+
+# The same UPDATE with the new Step row's INSERT as a data-modifying CTE (PostgreSQL
+# only): both happen, in one statement, whether or not the UPDATE reads the CTE.
+_RECORD_ONE_STEP_POSTGRESQL = _UPDATE_RUN_AFTER_STEP.add_cte(
+    sa.insert(steps_table)
+    .values(
+        run_pk=sa.bindparam("run_pk"),
+        step=sa.bindparam("new_step"),
+        lr=sa.bindparam("new_lr", type_=_steps.lr.type),
+        momentum=sa.bindparam("new_momentum", type_=_steps.momentum.type),
+        state=sa.bindparam("new_state", type_=_steps.state.type),
+        metrics=sa.bindparam("metrics", type_=_steps.metrics.type),
+        worker=sa.bindparam("worker", type_=_steps.worker.type),
+        events=sa.bindparam("events", type_=_steps.events.type),
+        stop=sa.bindparam("stop", type_=_steps.stop.type),
+        superseded=False,
+        recorded_at=sa.bindparam("now", type_=_steps.recorded_at.type),
+    )
+    .cte("recorded_step")
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+# -- answers ---------------------------------------------------------------------
+
+
+def _run_answer(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """A Run as API.md spells it; ``momentum`` only when the schedule cycles it."""
+    values = row._mapping if isinstance(row, Row) else row
+    answer: dict[str, Any] = {
+        "run_id": values["run_id"],
+        "status": values["status"],
+        "step": values["step"],
+        "lr": values["lr"],
+    }
+    if values["momentum"] is not None:
+        answer["momentum"] = values["momentum"]
+    answer.update(
+        scheduler=values["scheduler"],
+        param_groups=values["param_groups"],
+        state=values["state"],
+        metadata=values["metadata"],
+        created_at=_timestamp(values["created_at"]),
+        updated_at=_timestamp(values["updated_at"]),
+    )
+    return answer
+
+
+def _step_answer(
+    step: int,
+    lr: Any,
+    momentum: Any,
+    replayed: bool,
+    events: list[dict[str, Any]],
+    stop: bool | None,
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"step": step, "lr": lr}
+    if momentum is not None:
+        answer["momentum"] = momentum
+    answer["replayed"] = replayed
+    answer["events"] = events
+    if stop is not None:
+        answer["stop"] = stop
+    return answer
+
+
+def _replay_answer(recorded: Row[Any]) -> dict[str, Any]:
+    return _step_answer(
+        recorded.step, recorded.lr, recorded.momentum, True, recorded.events, recorded.stop
+    )
+
+
+def _event_dicts(events: Sequence[ScheduleEvent]) -> list[dict[str, Any]]:
+    return [{"kind": event.kind, "detail": encode_floats(event.detail)} for event in events]
+
+
+# -- engine errors as problems ------------------------------------------------------
+
+
+def _invalid(loc: Sequence[str | int], message: str) -> InvalidRequest:
+    where = ".".join(str(part) for part in loc)
+    return InvalidRequest(f"{where}: {message}", errors=[{"loc": list(loc), "msg": message}])
+
+
+def _invalid_config(error: schedules.InvalidConfig) -> InvalidRequest:
+    return _invalid(["body", *error.loc], error.message)
+
+
+def _build(
+    config: Mapping[str, Any], param_groups: list[dict[str, Any]]
+) -> tuple[dict[str, Any], Scheduler]:
+    """Validate and construct: the normalized config and the scheduler at step 0."""
+    try:
+        normalized = schedules.normalize_config(dict(config))
+        scheduler = schedules.build(normalized, param_groups)
+    except schedules.InvalidConfig as error:
+        raise _invalid_config(error) from None
+    return normalized, scheduler
+
+
+def _restore(scheduler_config: Any, param_groups: Any, state: Any) -> Scheduler:
+    # The engine refuses non-finite config values, so a stored config needs no decoding.
+    return schedules.restore(scheduler_config, param_groups, state)
+
+
+def _check_param_group_count(param_groups: Sequence[object], max_param_groups: int) -> None:
+    if len(param_groups) > max_param_groups:
+        raise _invalid(
+            ["body", "param_groups"],
+            f"at most {max_param_groups} param groups are allowed, got {len(param_groups)}",
+        )
+
+
+# -- creating and reading runs ----------------------------------------------------------
+
+
+def _dialect_insert(database: Database, table: sa.Table) -> Any:
+    if database.dialect == "postgresql":
+        return postgresql_dialect.insert(table)
+    return sqlite_dialect.insert(table)
+
+
+@retry_on_conflict
+def create_run(
+    database: Database, run_id: str, request: RunCreate, *, max_param_groups: int
+) -> tuple[bool, dict[str, Any]]:
+    """PUT a run: (True, run) when created, (False, run) when it exists with the same config.
+
+    Insert-on-conflict first, so two creators racing never both insert; the loser
+    locks the winner's row and compares normalized configs (RunConflict if they differ).
+    """
+    _check_param_group_count(request.param_groups, max_param_groups)
+    normalized, scheduler = _build(request.scheduler.as_config(), request.param_groups)
+    outcome = scheduler.outcome()
+    stored_scheduler = normalized
+    stored_groups = encode_floats(request.param_groups)
+    lr = encode_floats(outcome.lr)
+    momentum = encode_floats(outcome.momentum)
+    state = scheduler.state()
+    events = _event_dicts(outcome.events)
+    now = _now()
+    new_run = {
+        "run_id": run_id,
+        "status": "running",
+        "step": outcome.step,
+        "lr": lr,
+        "momentum": momentum,
+        "scheduler": stored_scheduler,
+        "param_groups": stored_groups,
+        "state": state,
+        "metadata": encode_floats(request.metadata),
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert_run = (
+        _dialect_insert(database, runs_table)
+        .values(new_run)
+        .on_conflict_do_nothing(index_elements=[_runs.run_id])
+        .returning(_runs.id)
+    )
+    with database.write_lock, database.engine.begin() as connection:
+        run_pk = connection.execute(insert_run).scalar()
+        if run_pk is not None:
+            connection.execute(
+                _INSERT_STEP,
+                {
+                    "run_pk": run_pk,
+                    "step": outcome.step,
+                    "lr": lr,
+                    "momentum": momentum,
+                    "state": state,
+                    "metrics": {},
+                    "worker": None,
+                    "events": events,
+                    "stop": outcome.stop,
+                    "superseded": False,
+                    "recorded_at": now,
+                },
+            )
+            _insert_events(connection, run_pk, [(outcome.step, event) for event in events], now)
+            return True, _run_answer(new_run)
+        existing = connection.execute(_SELECT_RUN.with_for_update(), {"run_id": run_id}).one()
+        differences = [
+            *config_differences("scheduler", existing.scheduler, stored_scheduler),
+            *config_differences("param_groups", existing.param_groups, stored_groups),
+        ]
+        if differences:
+            fields = ", ".join(difference["field"] for difference in differences)
+            raise RunConflict(
+                f"run {run_id!r} exists with another configuration ({fields})",
+                differences=differences,
+            )
+        return False, _run_answer(existing)
+
+
+def _same_value(stored: Any, requested: Any) -> bool:
+    """JSON sameness: 0 and 0.0 are the same number, but True is not 1."""
+    if isinstance(stored, bool) or isinstance(requested, bool):
+        return type(stored) is type(requested) and stored == requested
+    if isinstance(stored, int | float) and isinstance(requested, int | float):
+        return stored == requested
+    return type(stored) is type(requested) and stored == requested
+
+
+def config_differences(path: str, stored: Any, requested: Any) -> list[dict[str, Any]]:
+    """Every leaf where two JSON values differ, as ``{"field": "a.b.0.c", "stored", "requested"}``.
+
+    Lists of different lengths are reported whole; a key present on one side only is
+    reported with ``null`` on the other.
+    """
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        found: list[dict[str, Any]] = []
+        for key in [*stored, *(key for key in requested if key not in stored)]:
+            found.extend(config_differences(f"{path}.{key}", stored.get(key), requested.get(key)))
+        return found
+    if isinstance(stored, list) and isinstance(requested, list) and len(stored) == len(requested):
+        found = []
+        for index, (stored_item, requested_item) in enumerate(zip(stored, requested, strict=True)):
+            found.extend(config_differences(f"{path}.{index}", stored_item, requested_item))
+        return found
+    if isinstance(stored, dict | list) or isinstance(requested, dict | list):
+        if stored == requested:
+            return []
+        return [{"field": path, "stored": stored, "requested": requested}]
+    if _same_value(stored, requested):
+        return []
+    return [{"field": path, "stored": stored, "requested": requested}]
+
+
+def get_run(database: Database, run_id: str) -> dict[str, Any]:
+    with database.read_engine.connect() as connection:
+        row = connection.execute(_SELECT_RUN, {"run_id": run_id}).first()
+    if row is None:
+        raise _run_not_found(run_id)
+    return _run_answer(row)
+
+
+def _run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"no run {run_id!r}")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "next_cursor": self.next_cursor}
+
+
+# Cursors hold primary keys and steps: 64-bit at most, or the database would refuse them.
+MAX_KEY = 2**63
+
+
+def _encode_cursor(*keys: int) -> str:
+    text = ":".join(str(key) for key in keys)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, parts: int) -> tuple[int, ...]:
+    """The keys in an opaque cursor; anything not made by :func:`_encode_cursor` is a 422."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        keys = tuple(int(part) for part in text.split(":"))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        keys = ()
+    if len(keys) != parts or not all(0 <= key < MAX_KEY for key in keys):
+        raise _invalid(["query", "cursor"], "not a cursor this service handed out")
+    return keys
+
+
+DEFAULT_LIST_LIMIT = 100
+DEFAULT_HISTORY_LIMIT = 1000
+
+
+def _page_limit(limit: int | None, default: int, maximum: int) -> int:
+    """The page size asked for, or the default; out of range is a 422, never clamped."""
+    if limit is None:
+        return min(default, maximum)
+    if not 1 <= limit <= maximum:
+        raise _invalid(["query", "limit"], f"must be between 1 and {maximum}, got {limit}")
+    return limit
+
+
+def list_runs(
+    database: Database,
+    *,
+    status: str | None,
+    prefix: str | None,
+    limit: int | None,
+    cursor: str | None,
+    max_limit: int,
+) -> Page:
+    """Runs in creation order, keyset-paged on the primary key (the cursor hides it)."""
+    limit = _page_limit(limit, DEFAULT_LIST_LIMIT, max_limit)
+    query = sa.select(_runs.id, *_RUN_COLUMNS).order_by(_runs.id).limit(limit + 1)
+    if status is not None:
+        query = query.where(_runs.status == status)
+    if prefix:
+        # substr rather than LIKE: SQLite's LIKE ignores case, run ids do not.
+        query = query.where(sa.func.substr(_runs.run_id, 1, len(prefix)) == prefix)
+    if cursor is not None:
+        (after_pk,) = _decode_cursor(cursor, 1)
+        query = query.where(_runs.id > after_pk)
+    with database.read_engine.connect() as connection:
+        rows = connection.execute(query).all()
+    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return Page([_run_answer(row) for row in rows[:limit]], next_cursor)
+
+
+@retry_on_conflict
+def update_run(database: Database, run_id: str, patch: RunPatch) -> dict[str, Any]:
+    """PATCH: status and/or metadata (replaced whole); the schedule itself never changes here."""
+    values: dict[str, Any] = {}
+    if patch.status is not None:
+        values["status"] = patch.status
+    if patch.metadata is not None:
+        values["metadata"] = encode_floats(patch.metadata)
+    with database.write_lock, database.engine.begin() as connection:
+        run_pk = connection.execute(
+            sa.select(_runs.id).where(_runs.run_id == run_id).with_for_update()
+        ).scalar()
+        if run_pk is None:
+            raise _run_not_found(run_id)
+        if not values:
+            return _run_answer(connection.execute(_SELECT_RUN, {"run_id": run_id}).one())
+        updated = connection.execute(
+            sa.update(runs_table)
+            .where(_runs.id == run_pk)
+            .values(**values, updated_at=_now())
+            .returning(*_RUN_COLUMNS)
+        ).one()
+        return _run_answer(updated)
+
+
+# -- the hot path ----------------------------------------------------------------------
+
+
+@retry_on_conflict
+def report_step(
+    database: Database, run_id: str, report: StepReport, *, max_catch_up_steps: int
+) -> dict[str, Any]:
+    """A worker's step report: replay what is recorded, else advance (or catch up) and record.
+
+    A recorded step is answered from one read, without taking any lock;
+    only a step the run has not reached yet takes the write path, which looks
+    again under the lock (another rank may have recorded it in between).
+    """
+    if database.dialect == "postgresql":
+        # One pooled connection for the read and, when needed, the write: the read runs
+        # in autocommit (no BEGIN/ROLLBACK round trips), then the connection begins.
+        with database.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            recorded = _recorded_for_replay(connection, run_id, report.step)
+            if recorded.lr is not None:
+                return _replay_answer(recorded)
+            connection.rollback()
+            connection.execution_options(isolation_level=POSTGRESQL_ISOLATION_LEVEL)
+            with connection.begin():
+                return _advance(connection, database, run_id, report, max_catch_up_steps)
+    with database.read_engine.connect() as connection:
+        recorded = _recorded_for_replay(connection, run_id, report.step)
+    if recorded.lr is not None:
+        return _replay_answer(recorded)
+    with database.write_lock, database.engine.begin() as connection:
+        return _advance(connection, database, run_id, report, max_catch_up_steps)
+
+
+def _recorded_for_replay(connection: Connection, run_id: str, step: int) -> Row[Any]:
+    recorded = connection.execute(
+        _SELECT_RECORDED_FOR_REPLAY, {"run_id": run_id, "step": step}
+    ).first()
+    if recorded is None:
+        raise _run_not_found(run_id)
+    return recorded
+
+
+def _advance(
+    connection: Connection,
+    database: Database,
+    run_id: str,
+    report: StepReport,
+    max_catch_up_steps: int,
+) -> dict[str, Any]:
+    """The write path, inside the caller's transaction: lock, then replay, advance or refuse."""
+    target = report.step
+    run = connection.execute(_LOCK_RUN_FOR_STEP, {"run_id": run_id}).first()
+    if run is None:
+        raise _run_not_found(run_id)
+    if target <= run.step:
+        recorded = connection.execute(_SELECT_CURRENT_ROW, {"run_pk": run.id, "step": target}).one()
+        return _replay_answer(recorded)
+    gap = target - run.step
+    if gap > max_catch_up_steps:
+        raise _invalid(
+            ["body", "step"],
+            f"step {target} is {gap} steps ahead of the run (at step {run.step}); "
+            f"at most {max_catch_up_steps} steps are caught up in one report",
+        )
+    scheduler = _restore(run.scheduler, run.param_groups, run.state)
+    if gap > 1 and scheduler.uses_metric:
+        raise StepOutOfOrder(
+            f"this schedule reads a metric at every step, so the next report must be "
+            f"step {run.step + 1}, not {target}",
+            expected_step=run.step + 1,
+        )
+    now = _now()
+    metrics = encode_floats(report.metrics)
+    step_rows: list[dict[str, Any]] = []
+    answer_events: list[dict[str, Any]] = []
+    stepped_events: list[tuple[int, dict[str, Any]]] = []
+    for step in range(run.step + 1, target + 1):
+        is_last = step == target
+        outcome = _step_engine(scheduler, report.metrics if is_last else None)
+        events = _event_dicts(outcome.events)
+        answer_events.extend(events)
+        stepped_events.extend((step, event) for event in events)
+        step_rows.append(
+            {
+                "run_pk": run.id,
+                "step": step,
+                "lr": encode_floats(outcome.lr),
+                "momentum": encode_floats(outcome.momentum),
+                "state": scheduler.state(),
+                "metrics": metrics if is_last else {},
+                "worker": report.worker,
+                # A replay of the reported step answers what this report answered.
+                "events": answer_events if is_last else events,
+                "stop": outcome.stop,
+                "superseded": False,
+                "recorded_at": now,
+            }
+        )
+    last = step_rows[-1]
+    _record_steps(connection, database, step_rows)
+    _insert_events(connection, run.id, stepped_events, now)
+    return _step_answer(target, last["lr"], last["momentum"], False, answer_events, last["stop"])
+
+
+def _record_steps(
+    connection: Connection, database: Database, step_rows: list[dict[str, Any]]
+) -> None:
+    """Insert the new Step rows and move the run to the last one.
+
+    One step on PostgreSQL is a single statement (the INSERT as a CTE of the
+    UPDATE): one round trip fewer on the path every report of a new step takes.
+    """
+    last = step_rows[-1]
+    run_values = {
+        "run_pk": last["run_pk"],
+        "new_step": last["step"],
+        "new_state": last["state"],
+        "new_lr": last["lr"],
+        "new_momentum": last["momentum"],
+        "now": last["recorded_at"],
+    }
+    if len(step_rows) == 1 and database.dialect == "postgresql":
+        connection.execute(
+            _RECORD_ONE_STEP_POSTGRESQL,
+            {
+                **run_values,
+                "metrics": last["metrics"],
+                "worker": last["worker"],
+                "events": last["events"],
+                "stop": last["stop"],
+            },
+        )
+        return
+    connection.execute(_INSERT_STEP, step_rows[0] if len(step_rows) == 1 else step_rows)
+    connection.execute(_UPDATE_RUN_AFTER_STEP, run_values)
+
+
+def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> StepOutcome:
+    """One engine step, its refusals turned into the problems API.md names."""
+    try:
+        return scheduler.step(metrics)
+    except schedules.MissingMetric as error:
+        raise _invalid(["body", "metrics", error.name], str(error)) from None
+    except schedules.StepPastEnd as error:
+        raise ScheduleEnded(str(error), step=error.step, total_steps=error.total_steps) from None
+    except schedules.InvalidStepValue as error:
+        raise _invalid(["body", "step"], f"step {error.step}: {error}") from None
+
+
+def _insert_events(
+    connection: Connection,
+    run_pk: int,
+    events: Sequence[tuple[int, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    if not events:
+        return
+    connection.execute(
+        _INSERT_EVENT,
+        [
+            {
+                "run_pk": run_pk,
+                "step": step,
+                "kind": event["kind"],
+                "detail": event["detail"],
+                "recorded_at": now,
+            }
+            for step, event in events
+        ],
+    )
+
+
+def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
+    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row."""
+    with database.read_engine.connect() as connection:
+        if step is None:
+            row = connection.execute(
+                sa.select(_runs.step, _runs.lr, _runs.momentum).where(_runs.run_id == run_id)
+            ).first()
+            if row is None:
+                raise _run_not_found(run_id)
+        else:
+            found = connection.execute(
+                _SELECT_RECORDED_FOR_REPLAY, {"run_id": run_id, "step": step}
+            ).first()
+            if found is None:
+                raise _run_not_found(run_id)
+            if found.lr is None:
+                raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
+            row = found
+    answer: dict[str, Any] = {"step": row.step, "lr": row.lr}
+    if row.momentum is not None:
+        answer["momentum"] = row.momentum
+    return answer
+
+
+# -- changing a running run ---------------------------------------------------------------
+
+
+@retry_on_conflict
+def set_lr(database: Database, run_id: str, change: LrChange) -> dict[str, Any]:
+    """POST /lr: a hand edit of the groups' lrs; the next step continues from it, as in torch."""
+    with database.write_lock, database.engine.begin() as connection:
+        run = connection.execute(
+            sa.select(
+                _runs.id, _runs.step, _runs.lr, _runs.scheduler, _runs.param_groups, _runs.state
+            )
+            .where(_runs.run_id == run_id)
+            .with_for_update()
+        ).first()
+        if run is None:
+            raise _run_not_found(run_id)
+        if len(change.lr) != len(run.lr):
+            raise _invalid(
+                ["body", "lr"],
+                f"the run has {len(run.lr)} param groups, so lr needs {len(run.lr)} values, "
+                f"got {len(change.lr)}",
+            )
+        scheduler = _restore(run.scheduler, run.param_groups, run.state)
+        scheduler.set_lr(change.lr)
+        new_lr = encode_floats(scheduler.lrs())
+        now = _now()
+        detail: dict[str, Any] = {"from": run.lr, "to": new_lr}
+        if change.reason is not None:
+            detail["reason"] = change.reason
+        _insert_events(connection, run.id, [(run.step, {"kind": "lr_set", "detail": detail})], now)
+        updated = connection.execute(
+            sa.update(runs_table)
+            .where(_runs.id == run.id)
+            .values(lr=new_lr, state=scheduler.state(), updated_at=now)
+            .returning(*_RUN_COLUMNS)
+        ).one()
+        return _run_answer(updated)
+
+
+@retry_on_conflict
+def rewind(database: Database, run_id: str, step: int) -> dict[str, Any]:
+    """POST /rewind: back to the state step K recorded; later rows are superseded, never deleted."""
+    with database.write_lock, database.engine.begin() as connection:
+        run = connection.execute(
+            sa.select(_runs.id, _runs.step).where(_runs.run_id == run_id).with_for_update()
+        ).first()
+        if run is None:
+            raise _run_not_found(run_id)
+        if step > run.step:
+            raise _invalid(
+                ["body", "step"],
+                f"step {step} is not on the run's current line of history (steps 0 to {run.step})",
+            )
+        recorded = connection.execute(_SELECT_CURRENT_ROW, {"run_pk": run.id, "step": step}).one()
+        now = _now()
+        connection.execute(
+            sa.update(steps_table)
+            .where(_steps.run_pk == run.id, _steps.step > step, sa.not_(_steps.superseded))
+            .values(superseded=True)
+        )
+        detail = {"from": run.step, "to": step}
+        _insert_events(connection, run.id, [(step, {"kind": "rewind", "detail": detail})], now)
+        updated = connection.execute(
+            sa.update(runs_table)
+            .where(_runs.id == run.id)
+            .values(
+                step=step,
+                state=recorded.state,
+                lr=recorded.lr,
+                momentum=recorded.momentum,
+                updated_at=now,
+            )
+            .returning(*_RUN_COLUMNS)
+        ).one()
+        return _run_answer(updated)
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryPage(Page):
+    """A page of history, plus what a CSV rendering needs to lay out its columns."""
+
+    group_count: int
+    cycles_momentum: bool
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    start: int | None
+    end: int | None
+    limit: int | None
+    cursor: str | None
+    every: int
+    include_superseded: bool
+
+
+def _run_summary(connection: Connection, run_id: str) -> Row[Any]:
+    """The run's key and what reading its history needs to know about it; 404 if missing."""
+    run = connection.execute(
+        sa.select(_runs.id, _runs.lr, _runs.momentum, _runs.scheduler, _runs.step).where(
+            _runs.run_id == run_id
+        )
+    ).first()
+    if run is None:
+        raise _run_not_found(run_id)
+    return run
+
+
+def history(database: Database, run_id: str, query: HistoryQuery, *, max_limit: int) -> HistoryPage:
+    """The run's steps in order, keyset-paged on (step, id) — never OFFSET."""
+    limit = _page_limit(query.limit, DEFAULT_HISTORY_LIMIT, max_limit)
+    if query.start is not None and query.end is not None and query.end < query.start:
+        raise _invalid(["query", "end"], f"end ({query.end}) is before start ({query.start})")
+    statement = (
+        sa.select(
+            _steps.id,
+            _steps.step,
+            _steps.lr,
+            _steps.momentum,
+            _steps.metrics,
+            _steps.worker,
+            _steps.recorded_at,
+            _steps.superseded,
+        )
+        .order_by(_steps.step, _steps.id)
+        .limit(limit + 1)
+    )
+    if query.start is not None:
+        statement = statement.where(_steps.step >= query.start)
+    if query.end is not None:
+        statement = statement.where(_steps.step <= query.end)
+    if query.every > 1:
+        statement = statement.where(_steps.step % query.every == 0)
+    if not query.include_superseded:
+        statement = statement.where(sa.not_(_steps.superseded))
+    if query.cursor is not None:
+        after_step, after_pk = _decode_cursor(query.cursor, 2)
+        statement = statement.where(
+            sa.tuple_(_steps.step, _steps.id) > sa.tuple_(after_step, after_pk)
+        )
+    with database.read_engine.connect() as connection:
+        run = _run_summary(connection, run_id)
+        rows = connection.execute(statement.where(_steps.run_pk == run.id)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = _encode_cursor(last.step, last.id)
+    items = []
+    for row in rows[:limit]:
+        item: dict[str, Any] = {"step": row.step, "lr": row.lr}
+        if row.momentum is not None:
+            item["momentum"] = row.momentum
+        item.update(
+            metrics=row.metrics,
+            worker=row.worker,
+            recorded_at=_timestamp(row.recorded_at),
+            superseded=row.superseded,
+        )
+        items.append(item)
+    return HistoryPage(
+        items=items,
+        next_cursor=next_cursor,
+        group_count=len(run.lr),
+        cycles_momentum=run.momentum is not None,
+    )
+
+
+def list_events(
+    database: Database, run_id: str, *, limit: int | None, cursor: str | None, max_limit: int
+) -> Page:
+    """The run's events in the order they happened, keyset-paged on their id."""
+    limit = _page_limit(limit, DEFAULT_HISTORY_LIMIT, max_limit)
+    statement = (
+        sa.select(_events.id, _events.step, _events.kind, _events.detail, _events.recorded_at)
+        .order_by(_events.id)
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        (after_pk,) = _decode_cursor(cursor, 1)
+        statement = statement.where(_events.id > after_pk)
+    with database.read_engine.connect() as connection:
+        run = _run_summary(connection, run_id)
+        rows = connection.execute(statement.where(_events.run_pk == run.id)).all()
+    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    items = [
+        {
+            "step": row.step,
+            "kind": row.kind,
+            "detail": row.detail,
+            "recorded_at": _timestamp(row.recorded_at),
+        }
+        for row in rows[:limit]
+    ]
+    return Page(items, next_cursor)
+
+
+# -- preview, types, range test ----------------------------------------------------------------
+
+
+def preview(
+    request: PreviewRequest, *, max_preview_steps: int, max_param_groups: int
+) -> dict[str, Any]:
+    """Run a schedule for ``steps`` steps without storing anything."""
+    if request.steps > max_preview_steps:
+        raise _invalid(["body", "steps"], f"at most {max_preview_steps} steps, got {request.steps}")
+    _check_param_group_count(request.param_groups, max_param_groups)
+    _, scheduler = _build(request.scheduler.as_config(), request.param_groups)
+    metrics = request.metrics or []
+    first = scheduler.outcome()
+    lrs = [first.lr]
+    momenta = [first.momentum]
+    for step in range(1, request.steps + 1):
+        metric = metrics[step - 1] if step <= len(metrics) else None
+        try:
+            outcome = scheduler.step(metric)
+        except schedules.MissingMetric as error:
+            raise _invalid(
+                ["body", "metrics"],
+                f"step {step} needs a metric ({error.name!r}): give metrics[{step - 1}]",
+            ) from None
+        except (schedules.StepPastEnd, schedules.InvalidStepValue) as error:
+            raise _invalid(["body", "steps"], f"step {step} fails: {error}") from None
+        lrs.append(outcome.lr)
+        momenta.append(outcome.momentum)
+    answer: dict[str, Any] = {"lr": encode_floats(lrs)}
+    if first.momentum is not None:
+        answer["momentum"] = encode_floats(momenta)
+    return answer
+
+
+def scheduler_types() -> dict[str, Any]:
+    return {"items": encode_floats(schedules.scheduler_types())}
+
+
+def lr_suggestion(database: Database, run_id: str) -> dict[str, Any]:
+    """The range test's suggestion, from the lrs and losses its current line recorded.
+
+    The loss reported with step k was measured at the lr recorded at step k - 1 (the
+    worker trained with it, then stepped); the engine smooths them as the steps did.
+    """
+    with database.read_engine.connect() as connection:
+        run = _run_summary(connection, run_id)
+        scheduler_type = run.scheduler["type"]
+        if scheduler_type != RANGE_TEST_TYPE:
+            raise _invalid(
+                ["path", "run_id"],
+                f"run {run_id!r} is a {scheduler_type} schedule; "
+                f"lr suggestions come from {RANGE_TEST_TYPE} runs only",
+            )
+        rows = connection.execute(
+            sa.select(_steps.lr, _steps.metrics)
+            .where(_steps.run_pk == run.id, sa.not_(_steps.superseded))
+            .order_by(_steps.step)
+        ).all()
+    monitor = run.scheduler["monitor"]
+    measured_lrs = [float(decode_floats(row.lr[0])) for row in rows[:-1]]
+    losses = [float(decode_floats(row.metrics[monitor])) for row in rows[1:]]
+    curve = range_test.smoothed_curve(measured_lrs, losses)
+    try:
+        suggestion = range_test.suggest(curve, mode=run.scheduler["params"]["mode"])
+    except range_test.NotEnoughData as error:
+        raise NotEnoughData(
+            str(error), usable_points=error.usable_points, required_points=error.required_points
+        ) from None
+    return encode_floats(suggestion)

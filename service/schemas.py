@@ -1,0 +1,252 @@
+"""The request and response bodies of API.md, as pydantic models.
+
+Request models validate what arrives (every refusal names its field); the
+engine validates the scheduler config itself, so ``SchedulerConfig`` only
+checks the shape. Response models document the answers in ``/openapi.json``:
+the hot routes build their answers as plain dicts in ``service.runs`` and send
+them as they are, so these never cost a validation pass there.
+
+Non-finite floats travel as the strings ``"NaN"``, ``"Infinity"``,
+``"-Infinity"``; requests may also carry the bare tokens Python's ``json`` writes.
+"""
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+)
+
+from service.schedules.codec import decode_float
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+# Steps are stored as 32-bit integers; anything larger is out of range, not clamped.
+MAX_STEP = 2**31 - 1
+NON_FINITE_STRINGS = ("NaN", "Infinity", "-Infinity")
+
+RunStatus = Literal["running", "finished", "failed"]
+
+_NUMBER_OR_NON_FINITE_SCHEMA = {
+    "anyOf": [{"type": "number"}, {"type": "string", "enum": list(NON_FINITE_STRINGS)}]
+}
+
+
+def _metric_value(value: object) -> float:
+    """A number, or one of the three non-finite spellings; never null, a bool or other text."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError("a metric must be a number (or 'NaN', 'Infinity', '-Infinity')")
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError("the number is too large for a float") from None
+    if isinstance(value, str) and value in NON_FINITE_STRINGS:
+        return float(decode_float(value))
+    raise ValueError("a metric must be a number (or 'NaN', 'Infinity', '-Infinity')")
+
+
+def _finite_lr(value: object) -> float:
+    """An lr a person may set by hand: a finite number, not negative (torch's optimizers agree)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("an lr must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("the number is too large for a float") from None
+    if not math.isfinite(number):
+        raise ValueError("an lr must be finite")
+    if number < 0:
+        raise ValueError("an lr must not be negative")
+    return number
+
+
+MetricValue = Annotated[
+    float, PlainValidator(_metric_value), WithJsonSchema(_NUMBER_OR_NON_FINITE_SCHEMA)
+]
+LearningRate = Annotated[float, PlainValidator(_finite_lr), WithJsonSchema({"type": "number"})]
+# A float in an answer: a JSON number, or a non-finite one spelled as a string.
+FloatValue = float | Literal["NaN", "Infinity", "-Infinity"]
+
+
+class _RequestBody(BaseModel):
+    """Unknown fields are refused (422 naming them): a typo must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _refuse_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may be omitted, but not null")
+    return value
+
+
+# -- requests ------------------------------------------------------------------
+
+
+class SchedulerConfig(BaseModel):
+    """``{"type", "params", "monitor"?}``; the engine checks the rest and names the field."""
+
+    # Extra keys are kept so the engine, which knows every type's shape, reports them.
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"example": {"type": "CosineAnnealingLR", "params": {"T_max": 100}}},
+    )
+
+    type: str = Field(description="The PyTorch class name, e.g. CosineAnnealingLR, or LRRangeTest")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The class's keyword arguments, by PyTorch's names"
+    )
+    monitor: str | None = Field(
+        default=None,
+        description="The metric a metric-driven type reads (ReduceLROnPlateau, LRRangeTest)",
+    )
+
+    def as_config(self) -> dict[str, Any]:
+        """The config as the client spelled it: only the keys it sent."""
+        return self.model_dump(exclude_unset=True)
+
+
+ParamGroup = dict[str, Any]
+
+
+class RunCreate(_RequestBody):
+    scheduler: SchedulerConfig
+    param_groups: list[ParamGroup] = Field(
+        min_length=1,
+        description="The optimizer's param groups when the scheduler is created, in order",
+        json_schema_extra={"example": [{"lr": 0.1, "momentum": 0.9}]},
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form; ignored on a PUT of an existing run"
+    )
+
+
+class RunPatch(_RequestBody):
+    status: RunStatus | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Replaces the stored metadata as a whole"
+    )
+
+    _no_null = field_validator("status", "metadata", mode="before")(_refuse_null)
+
+
+class StepReport(_RequestBody):
+    step: int = Field(strict=True, ge=1, le=MAX_STEP)
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    worker: str | None = Field(default=None, max_length=256)
+
+
+class LrChange(_RequestBody):
+    lr: list[LearningRate] = Field(min_length=1, description="One value per param group")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class Rewind(_RequestBody):
+    step: int = Field(strict=True, ge=0, le=MAX_STEP)
+
+
+class PreviewRequest(_RequestBody):
+    scheduler: SchedulerConfig
+    param_groups: list[ParamGroup] = Field(min_length=1)
+    steps: int = Field(strict=True, ge=0, description="How many steps after step 0")
+    metrics: list[MetricValue] | None = Field(
+        default=None, description="For metric-driven types: metrics[i] is reported with step i+1"
+    )
+
+
+# -- answers -------------------------------------------------------------------
+
+
+class Run(BaseModel):
+    run_id: str
+    status: RunStatus
+    step: int
+    lr: list[FloatValue]
+    momentum: list[FloatValue] | None = Field(
+        default=None, description="Present only when the schedule cycles momentum"
+    )
+    scheduler: dict[str, Any] = Field(description="The config with every default filled in")
+    param_groups: list[ParamGroup]
+    state: dict[str, Any] = Field(description="The scheduler's internals after the current step")
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class RunPage(BaseModel):
+    items: list[Run]
+    next_cursor: str | None
+
+
+class StepEvent(BaseModel):
+    kind: str
+    detail: dict[str, Any]
+
+
+class StepAnswer(BaseModel):
+    step: int
+    lr: list[FloatValue]
+    momentum: list[FloatValue] | None = Field(
+        default=None, description="Present only when the schedule cycles momentum"
+    )
+    replayed: bool
+    events: list[StepEvent]
+    stop: bool | None = Field(default=None, description="LRRangeTest runs only")
+
+
+class LrAnswer(BaseModel):
+    step: int
+    lr: list[FloatValue]
+    momentum: list[FloatValue] | None = None
+
+
+class HistoryItem(BaseModel):
+    step: int
+    lr: list[FloatValue]
+    momentum: list[FloatValue] | None = None
+    metrics: dict[str, FloatValue]
+    worker: str | None
+    recorded_at: str
+    superseded: bool
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryItem]
+    next_cursor: str | None
+
+
+class EventItem(BaseModel):
+    step: int
+    kind: str
+    detail: dict[str, Any]
+    recorded_at: str
+
+
+class EventPage(BaseModel):
+    items: list[EventItem]
+    next_cursor: str | None
+
+
+class PreviewAnswer(BaseModel):
+    lr: list[list[FloatValue]] = Field(description="lr[k] holds the groups' lrs after step k")
+    momentum: list[list[FloatValue]] | None = None
+
+
+class SchedulerTypes(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class LrSuggestion(BaseModel):
+    lr: FloatValue
+    min_loss_lr: FloatValue
+    base_lr: FloatValue
+    max_lr: FloatValue
+    method: str
+    curve: list[list[FloatValue]]

@@ -1,0 +1,112 @@
+"""What a transaction is on each backend: the guarantees service.runs builds on."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.db import normalize_url, open_database, upgrade_to_head
+from tests.conftest import DatabaseProvider
+
+
+def test_sqlite_connections_are_durable_wal_with_foreign_keys(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        for engine in (database.engine, database.read_engine):
+            with engine.connect() as connection:
+                pragma = connection.exec_driver_sql
+                assert pragma("PRAGMA journal_mode").scalar_one() == "wal"
+                assert pragma("PRAGMA synchronous").scalar_one() == 2  # FULL
+                assert pragma("PRAGMA foreign_keys").scalar_one() == 1
+                assert pragma("PRAGMA busy_timeout").scalar_one() > 0
+    finally:
+        database.dispose()
+
+
+def test_sqlite_write_transaction_holds_the_write_lock_before_it_writes(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: a writer that has only read so far already excludes other writers."""
+    path = tmp_path / "locking.db"
+    url = f"sqlite:///{path}"
+    upgrade_to_head(url)
+    database = open_database(url)
+    other_process = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other_process.execute("BEGIN IMMEDIATE")
+            # WAL: readers are not blocked by the writer.
+            assert other_process.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        other_process.execute("BEGIN IMMEDIATE")
+        other_process.execute("ROLLBACK")
+    finally:
+        other_process.close()
+        database.dispose()
+
+
+def test_sqlite_read_transaction_does_not_block_writers(tmp_path: Path) -> None:
+    path = tmp_path / "reading.db"
+    url = f"sqlite:///{path}"
+    upgrade_to_head(url)
+    database = open_database(url)
+    other_process = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        with database.read_engine.connect() as connection:
+            connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+            other_process.execute("BEGIN IMMEDIATE")
+            other_process.execute("ROLLBACK")
+    finally:
+        other_process.close()
+        database.dispose()
+
+
+def test_sqlite_writers_in_one_process_queue_on_a_lock(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'queue.db'}")
+    try:
+        with database.write_lock:
+            acquired_twice = database.write_lock.acquire(blocking=False)  # type: ignore[attr-defined]
+        assert not acquired_twice
+    finally:
+        database.dispose()
+
+
+def test_sqlite_directory_is_created_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there.db"
+    database = open_database(f"sqlite:///{path}")
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        assert path.exists()
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_transactions_are_read_committed_and_unlocked_in_process(
+    database_provider: DatabaseProvider,
+) -> None:
+    database = open_database(database_provider.fresh_url("postgresql"))
+    try:
+        assert database.dialect == "postgresql"
+        assert database.read_engine is database.engine
+        with database.engine.begin() as connection:
+            isolation = connection.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+        assert isolation == "read committed"
+        with database.write_lock, database.write_lock:
+            pass  # a no-op: PostgreSQL's row locks order the writers
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:///./data/lrkeeper.db", "sqlite:///./data/lrkeeper.db"),
+    ],
+)
+def test_plain_postgresql_urls_use_psycopg_3(given: str, expected: str) -> None:
+    assert normalize_url(given) == expected
