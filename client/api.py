@@ -1,0 +1,667 @@
+"""``LRKeeper``: lrkeeper's HTTP API (API.md) as one typed method per endpoint.
+
+Every call is retried — exponential backoff with full jitter, ``Retry-After``
+honoured — on connection failures, timeouts, 429 and 5xx, until the policy's
+deadline; then :class:`~client.errors.DeadlineExceeded`. A call therefore either
+returns what the service committed or raises: it never hands back a guessed lr.
+
+Retrying every endpoint is safe because each one is idempotent by value:
+
+- ``PUT /runs/{id}``: creating an existing run with the same config is a 200.
+- ``POST /steps``: a step the run already has is a replay of what was recorded
+  (the service's rule that also gives every rank the same lr).
+- ``PATCH``, ``POST /lr``, ``POST /rewind``: they set a value ("status is
+  finished", "lr is X", "the run is at step K"); a repeat sets it again. The only
+  trace of a repeat is a second ``lr_set`` / ``rewind`` entry in the events.
+- ``POST /preview`` and every ``GET`` store nothing.
+
+Numbers: non-finite floats travel as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+both ways (strict JSON, as the service answers them) and are decoded back to floats.
+"""
+
+import email.utils
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Self, SupportsFloat, cast
+from urllib.parse import quote
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    wait_random_exponential,
+)
+
+from client.errors import (
+    DeadlineExceeded,
+    LRKeeperError,
+    ServiceError,
+    TransportError,
+    error_from_problem,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_USER_AGENT = "lrkeeper-client/0.1"
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# Statuses no retry can fix even though they are 5xx.
+_PERMANENT_SERVER_STATUSES = frozenset({501, 505})
+
+logger = logging.getLogger(__name__)
+
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long one call keeps trying before it raises ``DeadlineExceeded``.
+
+    ``deadline`` bounds the whole call (attempts and waits; each attempt's timeout
+    is cut to what is left), so a training step never blocks longer than that.
+    ``deadline=0`` turns retrying off: the first failure is raised as itself.
+    Waits grow from ``initial_backoff`` doubling up to ``max_backoff``, each one
+    drawn at random below that bound (full jitter, so restarted workers do not
+    knock in step), unless the answer carried ``Retry-After``.
+    """
+
+    deadline: float = 120.0
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as the service holds it (``GET /v1/runs/{run_id}``)."""
+
+    run_id: str
+    status: str
+    step: int
+    lr: list[float]
+    momentum: list[float] | None
+    scheduler: JSONObject
+    param_groups: list[JSONObject]
+    state: JSONObject
+    metadata: JSONObject
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            run_id=body["run_id"],
+            status=body["status"],
+            step=int(body["step"]),
+            lr=_floats(body["lr"]),
+            momentum=_optional_floats(body.get("momentum")),
+            scheduler=dict(body["scheduler"]),
+            param_groups=[dict(group) for group in body["param_groups"]],
+            state=decode_floats(body.get("state", {})),
+            metadata=dict(body.get("metadata") or {}),
+            created_at=_timestamp(body.get("created_at")),
+            updated_at=_timestamp(body.get("updated_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A plateau reduction, warm restart, manual lr change, rewind or range-test stop."""
+
+    kind: str
+    detail: JSONObject
+    step: int | None = None
+    recorded_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        step = body.get("step")
+        return cls(
+            kind=body["kind"],
+            detail=decode_floats(body.get("detail", {})),
+            step=None if step is None else int(step),
+            recorded_at=_timestamp(body.get("recorded_at")),
+        )
+
+
+@dataclass(frozen=True)
+class StepAnswer:
+    """What ``POST /steps`` answered: the values to use after step ``step``."""
+
+    step: int
+    lr: list[float]
+    momentum: list[float] | None
+    replayed: bool
+    events: list[Event] = field(default_factory=list)
+    stop: bool | None = None
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            step=int(body["step"]),
+            lr=_floats(body["lr"]),
+            momentum=_optional_floats(body.get("momentum")),
+            replayed=bool(body["replayed"]),
+            events=[Event.from_json(event) for event in body.get("events", [])],
+            stop=body.get("stop"),
+        )
+
+
+@dataclass(frozen=True)
+class LrAnswer:
+    """The lr (and momentum) after step ``step``."""
+
+    step: int
+    lr: list[float]
+    momentum: list[float] | None
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            step=int(body["step"]),
+            lr=_floats(body["lr"]),
+            momentum=_optional_floats(body.get("momentum")),
+        )
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One recorded step of a run's history."""
+
+    step: int
+    lr: list[float]
+    momentum: list[float] | None
+    metrics: dict[str, float]
+    worker: str | None
+    recorded_at: datetime | None
+    superseded: bool = False
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            step=int(body["step"]),
+            lr=_floats(body["lr"]),
+            momentum=_optional_floats(body.get("momentum")),
+            metrics=decode_floats(body.get("metrics") or {}),
+            worker=body.get("worker"),
+            recorded_at=_timestamp(body.get("recorded_at")),
+            superseded=bool(body.get("superseded", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A schedule computed without storing anything: row k holds the values after step k."""
+
+    lr: list[list[float]]
+    momentum: list[list[float]] | None
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        momentum = body.get("momentum")
+        return cls(
+            lr=[_floats(row) for row in body["lr"]],
+            momentum=None if momentum is None else [_floats(row) for row in momentum],
+        )
+
+
+@dataclass(frozen=True)
+class LrSuggestion:
+    """What an LR range test suggests (``GET /lr-suggestion``)."""
+
+    lr: float
+    min_loss_lr: float
+    base_lr: float
+    max_lr: float
+    method: str
+    curve: list[tuple[float, float]]
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            lr=_float(body["lr"]),
+            min_loss_lr=_float(body["min_loss_lr"]),
+            base_lr=_float(body["base_lr"]),
+            max_lr=_float(body["max_lr"]),
+            method=str(body["method"]),
+            curve=[(_float(lr), _float(loss)) for lr, loss in body["curve"]],
+        )
+
+
+# -- the client ---------------------------------------------------------------------------
+
+
+class LRKeeper:
+    """A connection to one lrkeeper service.
+
+    ``url`` and ``token`` default to ``LRKEEPER_URL`` (else ``http://127.0.0.1:8000``)
+    and ``LRKEEPER_TOKEN``. Pass ``http`` to use your own ``httpx.Client`` (a proxy,
+    TLS settings, or an app in a test); its ``base_url`` is used when ``url`` is not
+    given, and it is left open by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        injected_base = str(http.base_url) if http is not None else ""
+        self.url = (url or injected_base or os.environ.get("LRKEEPER_URL") or DEFAULT_URL).rstrip(
+            "/"
+        )
+        self.token = token or os.environ.get("LRKEEPER_TOKEN") or None
+        self.timeout = timeout
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.Client()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LRKeeper({self.url!r})"
+
+    def ready(self) -> None:
+        """Return once the service is ready (``/readyz``: database reachable and migrated).
+
+        An unready service answers 503, which is retried: this waits up to the retry
+        deadline, so a training job started together with its service can call it first.
+        """
+        self._json("GET", "/readyz")
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def put_run(
+        self,
+        run_id: str,
+        scheduler: Mapping[str, Any],
+        param_groups: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Create the run, or find it as it is when it exists with the same config.
+
+        Raises ``RunConflict`` when it exists with another scheduler or other groups.
+        """
+        body: JSONObject = {"scheduler": scheduler, "param_groups": list(param_groups)}
+        if metadata is not None:
+            body["metadata"] = metadata
+        return Run.from_json(self._json("PUT", _run_path(run_id), body=body))
+
+    def get_run(self, run_id: str) -> Run:
+        return Run.from_json(self._json("GET", _run_path(run_id)))
+
+    def list_runs(
+        self, *, status: str | None = None, prefix: str | None = None, page_size: int | None = None
+    ) -> Iterator[Run]:
+        """Every run matching the filters, fetching further pages as the iteration needs them."""
+        params = {"status": status, "prefix": prefix, "limit": page_size}
+        for item in self._paged("/v1/runs", params):
+            yield Run.from_json(item)
+
+    def update_run(
+        self, run_id: str, *, status: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Run:
+        body: JSONObject = {}
+        if status is not None:
+            body["status"] = status
+        if metadata is not None:
+            body["metadata"] = metadata
+        return Run.from_json(self._json("PATCH", _run_path(run_id), body=body))
+
+    def finish(self, run_id: str, status: str = "finished") -> Run:
+        """Mark the run ``finished`` (or ``failed``)."""
+        return self.update_run(run_id, status=status)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def report_step(
+        self,
+        run_id: str,
+        step: int,
+        metrics: Mapping[str, SupportsFloat] | None = None,
+        *,
+        worker: str | None = None,
+    ) -> StepAnswer:
+        """Report that ``step`` steps are done; answers the values to use from now on.
+
+        A step the run already has answers what was recorded (``replayed``), so
+        every rank may report every step.
+        """
+        body: JSONObject = {"step": step}
+        if metrics is not None:
+            body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
+        if worker is not None:
+            body["worker"] = worker
+        return StepAnswer.from_json(self._json("POST", f"{_run_path(run_id)}/steps", body=body))
+
+    def current_lr(self, run_id: str) -> LrAnswer:
+        """The run's lr now, including a ``set_lr`` made since its last step."""
+        return LrAnswer.from_json(self._json("GET", f"{_run_path(run_id)}/lr"))
+
+    def lr_at(self, run_id: str, step: int) -> LrAnswer:
+        """The lr recorded after ``step``; ``NotFound`` if the run has not reached it."""
+        return LrAnswer.from_json(
+            self._json("GET", f"{_run_path(run_id)}/lr", params={"step": step})
+        )
+
+    # -- changing a running run ---------------------------------------------------------
+
+    def set_lr(self, run_id: str, lr: Sequence[SupportsFloat], reason: str | None = None) -> Run:
+        """Set the current lr as a hand edit of the param groups would."""
+        body: JSONObject = {"lr": [as_number(value) for value in lr]}
+        if reason is not None:
+            body["reason"] = reason
+        return Run.from_json(self._json("POST", f"{_run_path(run_id)}/lr", body=body))
+
+    def rewind(self, run_id: str, step: int) -> Run:
+        """Put the run back to the state after ``step`` (later history is kept, superseded)."""
+        return Run.from_json(self._json("POST", f"{_run_path(run_id)}/rewind", body={"step": step}))
+
+    # -- history ------------------------------------------------------------------------
+
+    def history(
+        self,
+        run_id: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        every: int | None = None,
+        include_superseded: bool = False,
+        page_size: int | None = None,
+    ) -> Iterator[HistoryItem]:
+        """The recorded steps from ``start`` to ``end`` (inclusive), page after page."""
+        params = {
+            "start": start,
+            "end": end,
+            "every": every,
+            "limit": page_size,
+            "include_superseded": "true" if include_superseded else None,
+        }
+        for item in self._paged(f"{_run_path(run_id)}/history", params):
+            yield HistoryItem.from_json(item)
+
+    def events(self, run_id: str) -> list[Event]:
+        return [Event.from_json(item) for item in self._paged(f"{_run_path(run_id)}/events", {})]
+
+    def preview(
+        self,
+        scheduler: Mapping[str, Any],
+        param_groups: Sequence[Mapping[str, Any]],
+        steps: int,
+        metrics: Sequence[SupportsFloat] | None = None,
+    ) -> Preview:
+        """The schedule for ``steps`` steps, computed by the service and stored nowhere."""
+        body: JSONObject = {
+            "scheduler": scheduler,
+            "param_groups": list(param_groups),
+            "steps": steps,
+        }
+        if metrics is not None:
+            body["metrics"] = [as_number(value) for value in metrics]
+        return Preview.from_json(self._json("POST", "/v1/preview", body=body))
+
+    def scheduler_types(self) -> list[JSONObject]:
+        """Every scheduler type with its parameters, their types and defaults."""
+        return [dict(item) for item in self._json("GET", "/v1/scheduler-types")["items"]]
+
+    def lr_suggestion(self, run_id: str) -> LrSuggestion:
+        """An LR range test's suggestion; ``NotEnoughData`` before 10 steps."""
+        return LrSuggestion.from_json(self._json("GET", f"{_run_path(run_id)}/lr-suggestion"))
+
+    # -- transport ----------------------------------------------------------------------
+
+    def _paged(self, path: str, params: Mapping[str, Any]) -> Iterator[JSONObject]:
+        cursor: str | None = None
+        while True:
+            page = self._json("GET", path, params={**params, "cursor": cursor})
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """Send one call, retrying as the policy allows; the decoded JSON answer."""
+        query = {name: value for name, value in (params or {}).items() if value is not None}
+        content = None if body is None else json.dumps(encode_floats(body), allow_nan=False)
+
+        def attempt(timeout: float) -> Any:
+            return self._attempt(method, path, query, content, timeout)
+
+        return call_with_retries(f"{method} {path}", attempt, self.retry, self.timeout)
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        content: str | None,
+        timeout: float,
+    ) -> Any:
+        headers = {"Accept": "application/json, application/problem+json"}
+        headers["User-Agent"] = _USER_AGENT
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        operation = f"{method} {path}"
+        try:
+            response = self._http.request(
+                method,
+                f"{self.url}{path}",
+                params=query,
+                content=content,
+                headers=headers,
+                timeout=timeout,
+            )
+        except httpx.TransportError as failure:
+            raise TransportError(f"{operation}: {type(failure).__name__}: {failure}") from failure
+        if not response.is_success:
+            raise _service_error(response)
+        try:
+            return response.json()
+        except ValueError as failure:
+            # A body cut short by a dying server; worth another attempt.
+            raise TransportError(f"{operation}: unreadable answer: {failure}") from failure
+
+
+def call_with_retries(
+    operation: str, attempt: Callable[[float], Any], policy: RetryPolicy, timeout: float
+) -> Any:
+    """``attempt(timeout)`` until it succeeds, fails for good, or the deadline comes.
+
+    Each attempt's timeout is cut to what is left of the deadline. Waits follow the
+    policy's backoff, or ``Retry-After`` when it asks for longer.
+    """
+    if policy.deadline <= 0:
+        return attempt(timeout)
+    started = time.monotonic()
+    backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
+    last_attempt_seconds = 0.0
+
+    def remaining() -> float:
+        return policy.deadline - (time.monotonic() - started)
+
+    def wait(state: RetryCallState) -> float:
+        retry_after = _retry_after_of(state)
+        delay: float = backoff(state)
+        return delay if retry_after is None else max(delay, retry_after)
+
+    def should_stop(state: RetryCallState) -> bool:
+        # Stop rather than start an attempt that cannot end before the deadline
+        # (judged by the last one): a sliver of time only ends in a timeout, which
+        # would hide the real cause from DeadlineExceeded.last_error.
+        return remaining() - state.upcoming_sleep <= last_attempt_seconds
+
+    def timed_attempt() -> Any:
+        nonlocal last_attempt_seconds
+        began = time.monotonic()
+        try:
+            return attempt(max(0.001, min(timeout, remaining())))
+        finally:
+            last_attempt_seconds = time.monotonic() - began
+
+    retrying = Retrying(
+        stop=should_stop,
+        wait=wait,
+        retry=retry_if_exception(is_retryable),
+        before_sleep=_log_retry(operation),
+        sleep=time.sleep,
+    )
+    try:
+        return retrying(timed_attempt)
+    except RetryError as gave_up:
+        # Only LRKeeperErrors are retried, so only they can end the retrying.
+        last_error = cast(LRKeeperError, gave_up.last_attempt.exception())
+        raise DeadlineExceeded(
+            operation,
+            attempts=gave_up.last_attempt.attempt_number,
+            elapsed=time.monotonic() - started,
+            deadline=policy.deadline,
+            last_error=last_error,
+        ) from last_error
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt could succeed: the service may be back, or less busy."""
+    if isinstance(error, ServiceError):
+        return error.status == 429 or (
+            error.status >= 500 and error.status not in _PERMANENT_SERVER_STATUSES
+        )
+    if isinstance(error, TransportError):
+        # A malformed URL or request will not heal by waiting.
+        return not isinstance(error.__cause__, httpx.UnsupportedProtocol | httpx.LocalProtocolError)
+    return False
+
+
+def _retry_after_of(state: RetryCallState) -> float | None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    return error.retry_after if isinstance(error, ServiceError) else None
+
+
+def _log_retry(operation: str) -> Any:
+    def log(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "lrkeeper: %s failed (attempt %d: %s); retrying in %.2fs",
+            operation,
+            state.attempt_number,
+            error,
+            sleep,
+        )
+
+    return log
+
+
+def _service_error(response: httpx.Response) -> ServiceError:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        problem = {
+            "type": "about:blank",
+            "title": response.reason_phrase,
+            "status": response.status_code,
+            "detail": response.text[:500],
+        }
+    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    return error_from_problem(response.status_code, problem, retry_after=retry_after)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: either delay-seconds or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+def as_number(value: SupportsFloat) -> float | int:
+    """A metric or lr as JSON can carry it: ints and floats as they are, anything with
+    ``__float__`` (a 0-dim tensor, a numpy scalar) converted, strings and bools refused."""
+    if isinstance(value, bool | str | bytes):
+        raise TypeError(f"expected a number, got {type(value).__name__}: {value!r}")
+    if isinstance(value, int | float):
+        return value
+    return float(value)
+
+
+def encode_floats(value: Any) -> Any:
+    """Non-finite floats as the strings the API defines, everywhere inside ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {key: encode_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_floats(item) for item in value]
+    return value
+
+
+def decode_floats(value: Any) -> Any:
+    """Inverse of :func:`encode_floats` for numeric data (scheduler state, metrics)."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: decode_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_floats(item) for item in value]
+    return value
+
+
+def _float(value: Any) -> float:
+    return _NON_FINITE[value] if isinstance(value, str) else value
+
+
+def _floats(values: Sequence[Any]) -> list[float]:
+    return [_float(value) for value in values]
+
+
+def _optional_floats(values: Sequence[Any] | None) -> list[float] | None:
+    return None if values is None else _floats(values)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _run_path(run_id: str) -> str:
+    return f"/v1/runs/{quote(run_id, safe='')}"
