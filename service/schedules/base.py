@@ -8,45 +8,74 @@ and ``load_state()`` carry the declared fields, so a scheduler rebuilt from its
 config and state continues bit-exactly in another process.
 
 Subclasses declare ``type_name``, the extra ``state_fields`` (torch's attribute
-names) and implement ``get_lr()``; metric-driven or momentum-cycling ones
-override ``uses_metric`` / ``cycles_momentum`` and ``_advance``.
+names) and implement ``get_lr()``; metric-driven or momentum-cycling ones set
+``uses_metric`` / ``cycles_momentum`` and override ``_advance``.
+
+``step()`` is the service's hot path (and the benchmark's), so the per-step code
+avoids what Python makes expensive: keyword construction of the outcome, property
+and ``super()`` calls, generator expressions, copies made "just in case", and
+``zip(..., strict=True)`` (any keyword argument sends ``zip`` down CPython's slow
+constructor path, about as costly as the loop itself): per-step loops over the
+groups index the other per-group lists instead, which have one entry per group by
+construction. Facts that cannot change after construction (whether momentum
+cycles, the attributes a step may change) are worked out once.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, ClassVar, NamedTuple
 
 from service.schedules.codec import decode_floats, encode_floats
 from service.schedules.errors import ExpressionError, InvalidStepValue, MissingMetric
 
 Group = dict[str, Any]
 Metrics = float | Mapping[str, float] | None
+# What ``capture()`` returns: opaque to everyone but ``rewind()``.
+Captured = Any
+
+_read_lr = itemgetter("lr")
 
 
-@dataclass(frozen=True)
-class ScheduleEvent:
-    """Something worth a line in the run's history (plateau reduction, warm restart, ...)."""
+class ScheduleEvent(NamedTuple):
+    """Something worth a line in the run's history (plateau reduction, warm restart, ...).
+
+    Immutable; a named tuple rather than a frozen dataclass, whose constructor costs
+    twice as much (a plateau can reduce at every few steps).
+    """
 
     kind: str
     detail: dict[str, Any]
 
 
-@dataclass
-class StepOutcome:
-    """What one step (or the construction, step 0) left in the groups."""
+class StepOutcome(NamedTuple):
+    """What one step (or the construction, step 0) left in the groups.
+
+    A named tuple, because every step builds one: the engine builds it with
+    ``tuple.__new__`` (see ``_outcome``), in C, where a dataclass (or this class's own
+    generated ``__new__``) runs a Python-level constructor that costs as much as a
+    cheap schedule's whole step.
+    """
 
     step: int
     lr: list[float]
     momentum: list[float] | None
-    events: list[ScheduleEvent] = field(default_factory=list)
-    stop: bool | None = None
+    events: list[ScheduleEvent]
+    stop: bool | None
+
+
+_outcome = tuple.__new__
 
 
 def read_metric(metrics: Metrics, monitor: str) -> float:
     """The monitored value: a bare number is taken as-is (torch's ``step(val_loss)``)."""
+    if type(metrics) is dict:  # the service's shape, so the first thing tried
+        try:
+            return float(metrics[monitor])
+        except KeyError:
+            raise MissingMetric(monitor) from None
     if metrics is None:
         raise MissingMetric(monitor)
-    if isinstance(metrics, int | float):
+    if isinstance(metrics, (int, float)):
         return float(metrics)
     try:
         return float(metrics[monitor])
@@ -54,10 +83,30 @@ def read_metric(metrics: Metrics, monitor: str) -> float:
         raise MissingMetric(monitor) from None
 
 
+def group_momenta(groups: Sequence[Group]) -> list[float]:
+    """SGD's ``momentum`` or Adam's ``betas[0]``, per group: what a cycling schedule moves."""
+    return [group["betas"][0] if "betas" in group else group["momentum"] for group in groups]
+
+
 class Scheduler:
     type_name: ClassVar[str] = ""
     # Attribute names (torch's) saved by state(); subclasses extend the tuple.
     state_fields: ClassVar[tuple[str, ...]] = ("last_epoch", "base_lrs", "_step_count")
+    # Whether some step of this schedule reads a metric (no catch-up across gaps then):
+    # a class fact, or (composites) fixed by the constructor.
+    uses_metric: bool = False
+    # What a step may change: every state field and the step count (which not every class
+    # saves). Recomputed for each subclass by __init_subclass__; see capture().
+    _changed_by_step: ClassVar[tuple[str, ...]] = ("last_epoch", "base_lrs", "_step_count")
+    _read_changed_by_step: ClassVar[Callable[[Any], tuple[Any, ...]]] = attrgetter(
+        *_changed_by_step
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # At least two names (last_epoch, _step_count), so the getter returns a tuple.
+        cls._changed_by_step = tuple(dict.fromkeys((*cls.state_fields, "_step_count")))
+        cls._read_changed_by_step = attrgetter(*cls._changed_by_step)
 
     def __init__(self, groups: list[Group]) -> None:
         self.groups = groups
@@ -65,6 +114,13 @@ class Scheduler:
         self.base_lrs: list[float] = []
         self._step_count = 0
         self._is_initial = False
+        # Read by every step, so instance attributes (the cheapest lookup). Whether the
+        # schedule writes momentum: the cycling classes and composites set it.
+        self.cycles_momentum = False
+        # The ``stop`` a step reports: None for every schedule but the range test, whose
+        # state field of this name turns True once the loss has diverged.
+        self.stopped: bool | None = None
+        # Shared with every scheduler nested below a composite (see share_event_sink).
         self._pending_events: list[ScheduleEvent] = []
 
     # -- torch's construction -------------------------------------------------
@@ -87,19 +143,20 @@ class Scheduler:
     def _advance(self, metrics: Metrics) -> None:
         """torch's ``step()`` with ``epoch=None``: count, advance, write ``get_lr()``.
 
-        ``get_lr()`` computes every value before a group is written, so undoing the
-        counters is all a failed step needs to leave the scheduler as it was.
+        ``get_lr()`` computes every value before a group is written and never touches
+        the counters, so counting back is all a failed step needs to leave the
+        scheduler as it was.
         """
-        previous = (self.last_epoch, self._step_count)
         self._step_count += 1
         self.last_epoch += 1
         try:
             values = self.get_lr()
         except BaseException:
-            self.last_epoch, self._step_count = previous
+            self._step_count -= 1
+            self.last_epoch -= 1
             raise
-        for group, lr in zip(self.groups, values, strict=True):
-            group["lr"] = lr
+        for index, group in enumerate(self.groups):
+            group["lr"] = values[index]
 
     def get_lr(self) -> list[float]:
         raise NotImplementedError
@@ -152,39 +209,39 @@ class Scheduler:
             if exc.step == attempted:
                 raise
             raise InvalidStepValue(attempted, f"step {attempted}: {exc}") from exc
-        return self.outcome()
+        # outcome(), inlined: a call more is a few percent of the cheapest steps.
+        groups = self.groups
+        return _outcome(
+            StepOutcome,
+            (
+                self.last_epoch,
+                [*map(_read_lr, groups)],
+                group_momenta(groups) if self.cycles_momentum else None,
+                self.drain_events() if self._pending_events else [],
+                self.stopped,
+            ),
+        )
 
     def outcome(self) -> StepOutcome:
-        return StepOutcome(
-            step=self.last_epoch,
-            lr=self.lrs(),
-            momentum=self.momenta(),
-            events=self.drain_events(),
-            stop=self.stop_flag(),
+        """What the groups hold now, and the events not reported yet (step 0 after build)."""
+        groups = self.groups
+        return _outcome(
+            StepOutcome,
+            (
+                self.last_epoch,
+                [*map(_read_lr, groups)],
+                group_momenta(groups) if self.cycles_momentum else None,
+                self.drain_events() if self._pending_events else [],
+                self.stopped,
+            ),
         )
 
     # -- what the groups hold -------------------------------------------------
-    @property
-    def uses_metric(self) -> bool:
-        """Whether some step of this schedule reads a metric (no catch-up across gaps then)."""
-        return False
-
-    @property
-    def cycles_momentum(self) -> bool:
-        return False
-
-    def stop_flag(self) -> bool | None:
-        return None
-
     def lrs(self) -> list[float]:
-        return [group["lr"] for group in self.groups]
+        return [*map(_read_lr, self.groups)]
 
     def momenta(self) -> list[float] | None:
-        if not self.cycles_momentum:
-            return None
-        return [
-            group["betas"][0] if "betas" in group else group["momentum"] for group in self.groups
-        ]
+        return group_momenta(self.groups) if self.cycles_momentum else None
 
     def set_lr(self, lrs: Sequence[float]) -> None:
         """A hand edit of ``param_groups[i]["lr"]``: later chainable steps start from it."""
@@ -192,26 +249,50 @@ class Scheduler:
             group["lr"] = lr
 
     # -- events ---------------------------------------------------------------
-    def emit(self, kind: str, **detail: Any) -> None:
+    def emit(self, kind: str, detail: dict[str, Any]) -> None:
         self._pending_events.append(ScheduleEvent(kind, detail))
 
     def drain_events(self) -> list[ScheduleEvent]:
-        events, self._pending_events = self._pending_events, []
+        """The events since the last drain, in the order they happened, nested ones included."""
+        pending = self._pending_events
+        if not pending:
+            return []
+        events = pending.copy()
+        pending.clear()  # in place: the list may be shared with nested schedulers
         return events
+
+    def share_event_sink(self, sink: list[ScheduleEvent]) -> None:
+        """Emit into ``sink`` from now on: a composite hands its list to everything below it,
+        so draining the root collects every event without walking the tree each step."""
+        self._pending_events = sink
+
+    # -- undoing a step that failed half-way (see ChainedScheduler) -----------
+    def capture(self) -> Captured:
+        """What ``rewind()`` needs to put this scheduler back as it is now.
+
+        A step replaces the values of the state fields (it never mutates them in place),
+        so their references are enough; the groups are the caller's to capture.
+        """
+        return self._read_changed_by_step(self)
+
+    def rewind(self, captured: Captured) -> None:
+        for name, value in zip(self._changed_by_step, captured, strict=True):
+            setattr(self, name, value)
 
     # -- state ----------------------------------------------------------------
     def own_state(self) -> dict[str, Any]:
         """The declared fields, JSON-able (composites add their children's)."""
-        return encode_floats({name: _plain(getattr(self, name)) for name in self.state_fields})
+        return {name: encode_floats(getattr(self, name)) for name in self.state_fields}
 
     def load_own_state(self, state: Mapping[str, Any]) -> None:
-        decoded = decode_floats(dict(state))
+        """Put the declared fields back; only those are decoded (a root state also holds the
+        groups, a composite's its children's states: each is decoded once, by its owner)."""
         for name in self.state_fields:
-            setattr(self, name, decoded[name])
+            setattr(self, name, decode_floats(state[name]))
 
     def state(self) -> dict[str, Any]:
         """The whole state of a root scheduler: its fields plus the groups as it left them."""
-        return {**self.own_state(), "param_groups": encode_floats([_plain(g) for g in self.groups])}
+        return {**self.own_state(), "param_groups": encode_floats(self.groups)}
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -219,12 +300,3 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ExpressionError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _plain(value: Any) -> Any:
-    """Tuples become lists so that a state survives a JSON round trip unchanged."""
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value

@@ -9,13 +9,12 @@ them over; a composite's state is its own fields plus ``"schedulers"``: the
 children's own states, in order.
 """
 
-import copy
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.schedules.base import Group, Metrics, ScheduleEvent, Scheduler
+from service.schedules.base import Captured, Group, Metrics, ScheduleEvent, Scheduler
 from service.schedules.errors import InvalidConfig
 
 PLATEAU = "ReduceLROnPlateau"
@@ -34,20 +33,26 @@ class _Composite(Scheduler):
     def __init__(self, groups: list[Group], children: list[Scheduler]) -> None:
         super().__init__(groups)
         self.children = children
+        # Facts of the children, fixed once they are built; read at every step.
+        self.uses_metric = any(child.uses_metric for child in children)
+        self.cycles_momentum = any(child.cycles_momentum for child in children)
+        # One event list for the whole tree: draining the root reports every event.
+        for child in children:
+            child.share_event_sink(self._pending_events)
 
-    @property
-    def uses_metric(self) -> bool:
-        return any(child.uses_metric for child in self.children)
-
-    @property
-    def cycles_momentum(self) -> bool:
-        return any(child.cycles_momentum for child in self.children)
-
-    def drain_events(self) -> list[ScheduleEvent]:
-        events = super().drain_events()
+    def share_event_sink(self, sink: list[ScheduleEvent]) -> None:
+        super().share_event_sink(sink)
         for child in self.children:
-            events.extend(child.drain_events())
-        return events
+            child.share_event_sink(sink)
+
+    def capture(self) -> Captured:
+        return super().capture(), [child.capture() for child in self.children]
+
+    def rewind(self, captured: Captured) -> None:
+        own, children = captured
+        super().rewind(own)
+        for child, child_captured in zip(self.children, children, strict=True):
+            child.rewind(child_captured)
 
     def own_state(self) -> dict[str, Any]:
         return {
@@ -216,14 +221,26 @@ class ChainedScheduler(_Composite):
         self.last_epoch = 0
 
     def _advance(self, metrics: Metrics) -> None:
-        # A later child may fail after earlier ones stepped: put every child back then.
-        saved_state, saved_groups = self.own_state(), copy.deepcopy(self.groups)
+        """Every child steps; if one fails, those before it are put back as they were.
+
+        A failing child leaves itself unchanged, but the children before it have stepped:
+        their fields (``capture``), the groups' values and the events they emitted are
+        restored. Shallow copies of the groups suffice: a step replaces values, it never
+        mutates one in place (momentum ``betas`` are written as new lists).
+        """
+        children = self.children
+        groups = self.groups
+        saved_groups = [group.copy() for group in groups]
+        saved_children = [child.capture() for child in children]
+        event_count = len(self._pending_events)
         try:
-            for child in self.children:
+            for child in children:
                 child._advance(metrics)
         except BaseException:
-            self.load_own_state(saved_state)
-            self.groups[:] = saved_groups
+            for child, captured in zip(children, saved_children, strict=True):
+                child.rewind(captured)
+            groups[:] = saved_groups
+            del self._pending_events[event_count:]
             raise
         self._step_count += 1
         self.last_epoch += 1

@@ -39,43 +39,35 @@ class CosineAnnealingLR(Scheduler):
         self.T_max = params.T_max
         self.eta_min = params.eta_min
 
-    def _advance(self, metrics: Metrics) -> None:
-        previous = (self.last_epoch, self._step_count)
-        try:
-            super()._advance(metrics)
-        except InvalidStepValue:
-            self.last_epoch, self._step_count = previous
-            raise
-
     def get_lr(self) -> list[float]:
-        """torch's three branches, first match wins, each in torch's operand order."""
+        """torch's three branches, first match wins, each in torch's operand order.
+
+        The cosine factors depend on the step only, so each is computed once rather than
+        per group: the same floats, as Python evaluates torch's expressions left to right.
+        """
         epoch, t_max, eta_min = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
             return self.lrs()
         if self._step_count == 1 and epoch > 0:
-            return [
-                eta_min + (base - eta_min) * (1 + math.cos(epoch * math.pi / t_max)) / 2
-                for base in self.base_lrs
-            ]
+            height = 1 + math.cos(epoch * math.pi / t_max)
+            return [eta_min + (base - eta_min) * height / 2 for base in self.base_lrs]
         if (epoch - 1 - t_max) % (2 * t_max) == 0:
             # Where the ratio below would be 0/0: add the step from the trough instead.
+            rise = 1 - math.cos(math.pi / t_max)
             return [
-                group["lr"] + (base - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
+                group["lr"] + (base - eta_min) * rise / 2
                 for base, group in zip(self.base_lrs, self.groups, strict=True)
             ]
         try:
-            return [
-                (1 + math.cos(math.pi * epoch / t_max))
-                / (1 + math.cos(math.pi * (epoch - 1) / t_max))
-                * (group["lr"] - eta_min)
-                + eta_min
-                for group in self.groups
-            ]
+            ratio = (1 + math.cos(math.pi * epoch / t_max)) / (
+                1 + math.cos(math.pi * (epoch - 1) / t_max)
+            )
         except ZeroDivisionError:
             # Only for T_max beyond ~2e8, where cos rounds to -1 off the trough step.
             raise InvalidStepValue(
                 epoch, f"step {epoch}: torch divides by zero here (float division by zero)"
             ) from None
+        return [ratio * (group["lr"] - eta_min) + eta_min for group in self.groups]
 
     def closed_form_lr(self) -> list[float]:
         return [
@@ -122,25 +114,30 @@ class CosineAnnealingWarmRestarts(Scheduler):
 
         Before the first step (``last_epoch < 0``: construction, or a SequentialLR
         re-running this child's construction) torch takes the explicit-epoch-0 path.
+        The new position and its lrs are computed before anything is written, so a
+        failing step changes nothing.
         """
+        restarted = False
         if self.last_epoch < 0:
-            self.T_i = self.T_0
-            self.T_cur = 0
-            self.last_epoch = 0
+            t_i, t_cur, epoch = self.T_0, 0, 0
         else:
-            self.T_cur = self.T_cur + 1
-            if self.T_cur >= self.T_i:
-                self.T_cur = self.T_cur % self.T_i
-                self.T_i = self.T_i * self.T_mult
-                self.emit("warm_restart", T_i=self.T_i, T_cur=self.T_cur, step=self.last_epoch + 1)
-            self.last_epoch = self.last_epoch + 1
-        for group, lr in zip(self.groups, self.get_lr(), strict=True):
-            group["lr"] = lr
+            t_i, t_cur, epoch = self.T_i, self.T_cur + 1, self.last_epoch + 1
+            if t_cur >= t_i:
+                restarted = True
+                t_cur = t_cur % t_i
+                t_i = t_i * self.T_mult
+        lrs = self._lrs_at(t_cur, t_i)
+        self.T_i, self.T_cur, self.last_epoch = t_i, t_cur, epoch
+        if restarted:
+            self.emit("warm_restart", {"T_i": t_i, "T_cur": t_cur, "step": epoch})
+        for index, group in enumerate(self.groups):
+            group["lr"] = lrs[index]
 
     def get_lr(self) -> list[float]:
-        """From base_lrs and the current (T_cur, T_i); ``π·T_cur`` first, then ``/ T_i``."""
-        return [
-            self.eta_min
-            + (base - self.eta_min) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
-            for base in self.base_lrs
-        ]
+        return self._lrs_at(self.T_cur, self.T_i)
+
+    def _lrs_at(self, t_cur: int, t_i: int) -> list[float]:
+        """From base_lrs and (T_cur, T_i); ``π·T_cur`` first, then ``/ T_i``, as torch."""
+        eta_min = self.eta_min
+        height = 1 + math.cos(math.pi * t_cur / t_i)
+        return [eta_min + (base - eta_min) * height / 2 for base in self.base_lrs]

@@ -12,12 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.schedules.base import Group, Metrics, Scheduler
+from service.schedules.base import Group, Scheduler
 from service.schedules.errors import (
     ExpressionError,
     InvalidConfig,
     InvalidStepValue,
-    ScheduleError,
     StepPastEnd,
 )
 from service.schedules.expressions import compile_expression
@@ -52,19 +51,25 @@ def write_momentum(group: Group, momentum: float) -> None:
         group["momentum"] = momentum
 
 
-class _RollbackOnFailure(Scheduler):
-    """A failed step (InvalidStepValue, StepPastEnd) leaves the counters as they were."""
-
-    def _advance(self, metrics: Metrics) -> None:
-        previous = (self.last_epoch, self._step_count)
-        try:
-            super()._advance(metrics)
-        except ScheduleError:
-            self.last_epoch, self._step_count = previous
-            raise
+def write_momenta(groups: Sequence[Group], momenta: Sequence[float]) -> None:
+    for index, group in enumerate(groups):
+        if "betas" in group:
+            group["betas"] = [momenta[index], *group["betas"][1:]]
+        else:
+            group["momentum"] = momenta[index]
 
 
-class CyclicLR(_RollbackOnFailure):
+def _unit_scale(_: int) -> float:
+    """torch's triangular scale_fn."""
+    return 1.0
+
+
+def _halving_scale(cycle: int) -> float:
+    """torch's triangular2 scale_fn: the amplitude halves every cycle."""
+    return 1 / (2.0 ** (cycle - 1))
+
+
+class CyclicLR(Scheduler):
     """A triangle between base_lr and max_lr (scaled per cycle or per step); momentum mirrors it.
 
     base 0.01, max 0.1, step_size_up 2 (triangular): 0.01, 0.055, 0.1, 0.055, 0.01, …;
@@ -113,12 +118,17 @@ class CyclicLR(_RollbackOnFailure):
         ):
             raise InvalidConfig(("params", "mode"), "mode is invalid and scale_fn is None")
         self.custom_scale: Callable[[int | float], int | float] | None = None
+        self.scale: Callable[[int], int | float]
         if params.scale_fn is not None:
             self.custom_scale = compile_expression(params.scale_fn, "x", ("params", "scale_fn"))
+            self.scale = self.custom_scale
             self.scale_mode = params.scale_mode
         else:
             # torch forces the mode's own scale_mode and ignores the argument.
             self.scale_mode = "iterations" if params.mode == "exp_range" else "cycle"
+            self.scale = _builtin_scale(params.mode, params.gamma)
+        self.scales_by_cycle = self.scale_mode == "cycle"
+        self.cycles_momentum = params.cycle_momentum
         if params.cycle_momentum:
             require_momentum_support(groups)
             self.base_momentums = per_group("base_momentum", params.base_momentum, groups)
@@ -135,15 +145,11 @@ class CyclicLR(_RollbackOnFailure):
     def _refuse_failing_construction_step(self) -> None:
         """torch evaluates scale_fn in its constructor: a crash there is a config error."""
         try:
-            self._scale(1 if self.scale_mode == "cycle" else 0)
-        except InvalidStepValue as failure:
+            self.scale(1 if self.scales_by_cycle else 0)
+        except ExpressionError as failure:
             raise InvalidConfig(
                 ("params", "scale_fn"), f"scale_fn fails at construction: {failure}"
             ) from None
-
-    @property
-    def cycles_momentum(self) -> bool:
-        return self.params.cycle_momentum
 
     def start(self) -> None:
         """lr := base_lr and momentum := max_momentum, then torch's base construction.
@@ -163,18 +169,6 @@ class CyclicLR(_RollbackOnFailure):
         super().start()
         self.base_lrs = list(self.base_lr_values)
 
-    def _scale(self, argument: int) -> int | float:
-        if self.custom_scale is not None:
-            try:
-                return self.custom_scale(argument)
-            except ExpressionError as failure:
-                raise InvalidStepValue(self.last_epoch, str(failure)) from None
-        if self.params.mode == "triangular":
-            return 1.0
-        if self.params.mode == "triangular2":
-            return 1 / (2.0 ** (argument - 1))
-        return self.params.gamma**argument
-
     def get_lr(self) -> list[float]:
         """The lrs at ``last_epoch``; writes the momenta too, as torch's ``get_lr`` does."""
         epoch = self.last_epoch
@@ -185,22 +179,34 @@ class CyclicLR(_RollbackOnFailure):
                 scale_factor = x / self.step_ratio
             else:
                 scale_factor = (x - 1) / (self.step_ratio - 1)
-            scale = self._scale(cycle if self.scale_mode == "cycle" else epoch)
+            scale = self.scale(cycle if self.scales_by_cycle else epoch)
+            max_lrs = self.max_lrs
             lrs = [
-                base + (top - base) * scale_factor * scale
-                for base, top in zip(self.base_lrs, self.max_lrs, strict=True)
+                base + (max_lrs[index] - base) * scale_factor * scale
+                for index, base in enumerate(self.base_lrs)
             ]
-            momenta = []
             if self.cycles_momentum:
+                base_momentums = self.base_momentums
                 momenta = [
-                    top - (top - base) * scale_factor * scale
-                    for base, top in zip(self.base_momentums, self.max_momentums, strict=True)
+                    top - (top - base_momentums[index]) * scale_factor * scale
+                    for index, top in enumerate(self.max_momentums)
                 ]
+        except ExpressionError as failure:
+            raise InvalidStepValue(epoch, str(failure)) from None
         except (OverflowError, ZeroDivisionError) as failure:
             raise InvalidStepValue(epoch, f"step {epoch}: torch fails here ({failure})") from None
-        for group, momentum in zip(self.groups, momenta, strict=False):
-            write_momentum(group, momentum)
+        if self.cycles_momentum:
+            write_momenta(self.groups, momenta)
         return lrs
+
+
+def _builtin_scale(mode: str, gamma: float) -> Callable[[int], int | float]:
+    """torch's scale_fn for a named mode (exp_range's is called with the step, not the cycle)."""
+    if mode == "triangular":
+        return _unit_scale
+    if mode == "triangular2":
+        return _halving_scale
+    return lambda iteration: gamma**iteration
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,7 @@ class _Phase:
     end_momentum: str
 
 
-class OneCycleLR(_RollbackOnFailure):
+class OneCycleLR(Scheduler):
     """Warm up from max_lr/div_factor to max_lr, then anneal to initial_lr/final_div_factor.
 
     max_lr 0.1, total_steps 10, pct_start 0.3 (cos): 0.0040…036, rising to 0.1 at step 2,
@@ -243,6 +249,8 @@ class OneCycleLR(_RollbackOnFailure):
     def __init__(self, groups: list[Group], params: Params) -> None:
         super().__init__(groups)
         self.params = params
+        self.cycles_momentum = params.cycle_momentum
+        self.cosine = params.anneal_strategy == "cos"
         self.total_steps = _total_steps(params)
         self.phases = _phases(params.pct_start, self.total_steps, params.three_phase)
         pct_start = params.pct_start
@@ -271,10 +279,6 @@ class OneCycleLR(_RollbackOnFailure):
             self.base_momentums = per_group("base_momentum", params.base_momentum, groups)
         _refuse_zero_length_phases(self.phases, self.total_steps)
 
-    @property
-    def cycles_momentum(self) -> bool:
-        return self.params.cycle_momentum
-
     def start(self) -> None:
         """torch overwrites ``initial_lr`` (unlike every other scheduler) and adds max/min_lr."""
         for group, max_lr in zip(self.groups, self.max_lrs, strict=True):
@@ -290,53 +294,54 @@ class OneCycleLR(_RollbackOnFailure):
                 group["base_momentum"] = base_momentum
         super().start()
 
-    def _advance(self, metrics: Metrics) -> None:
-        upcoming = self.last_epoch + 1
-        if upcoming > self.total_steps:
-            raise StepPastEnd(upcoming, self.total_steps, self._past_end_message(upcoming))
-        super()._advance(metrics)
-
     def _past_end_message(self, step: int) -> str:
         return (
             f"Tried to step {step} times. The specified number of total steps is {self.total_steps}"
         )
 
-    def _anneal(self, start: float, end: float, pct: float) -> float:
-        if self.params.anneal_strategy == "cos":
-            cos_out = math.cos(math.pi * pct) + 1
-            return end + (start - end) / 2.0 * cos_out
-        return (end - start) * pct + start
-
     def get_lr(self) -> list[float]:
-        """Values read from the groups' keys (initial_lr, max_lr, min_lr, *_momentum), as torch."""
+        """Values read from the groups' keys (initial_lr, max_lr, min_lr, *_momentum), as torch.
+
+        A step past the end fails here, before anything changed (the base counts back).
+        torch searches the phase table per group; the phase and its ``pct`` depend on the
+        step only, so they are found once, and every value is computed before a group is
+        written.
+        """
         step = self.last_epoch
         if step > self.total_steps:
             raise StepPastEnd(step, self.total_steps, self._past_end_message(step))
-        lrs = []
-        momenta = []
+        phases = self.phases
+        last = len(phases) - 1
+        start_step = 0.0
+        for index, phase in enumerate(phases):
+            if step <= phase.end_step or index == last:
+                break
+            start_step = phase.end_step
         try:
-            for group in self.groups:
-                start_step = 0.0
-                for index, phase in enumerate(self.phases):
-                    end_step = phase.end_step
-                    if step <= end_step or index == len(self.phases) - 1:
-                        pct = (step - start_step) / (end_step - start_step)
-                        lrs.append(self._anneal(group[phase.start_lr], group[phase.end_lr], pct))
-                        if self.cycles_momentum:
-                            momenta.append(
-                                self._anneal(
-                                    group[phase.start_momentum], group[phase.end_momentum], pct
-                                )
-                            )
-                        break
-                    start_step = end_step
+            pct = (step - start_step) / (phase.end_step - start_step)
         except ZeroDivisionError:
             raise InvalidStepValue(
                 step, f"step {step}: torch fails here (float division by zero)"
             ) from None
-        for group, momentum in zip(self.groups, momenta, strict=False):
-            write_momentum(group, momentum)
+        lrs = self._anneal_groups(phase.start_lr, phase.end_lr, pct)
+        if self.cycles_momentum:
+            write_momenta(
+                self.groups, self._anneal_groups(phase.start_momentum, phase.end_momentum, pct)
+            )
         return lrs
+
+    def _anneal_groups(self, start_key: str, end_key: str, pct: float) -> list[float]:
+        """torch's ``_annealing_cos`` / ``_annealing_linear`` from ``group[start_key]`` to
+        ``group[end_key]``, for every group; the cosine term depends on ``pct`` only."""
+        if self.cosine:
+            cos_out = math.cos(math.pi * pct) + 1
+            return [
+                group[end_key] + (group[start_key] - group[end_key]) / 2.0 * cos_out
+                for group in self.groups
+            ]
+        return [
+            (group[end_key] - group[start_key]) * pct + group[start_key] for group in self.groups
+        ]
 
 
 def _total_steps(params: OneCycleLR.Params) -> int:

@@ -78,10 +78,8 @@ class LambdaLR(Scheduler):
         check_lambdas_at_zero(self.lr_lambdas, params.lr_lambda, "at construction")
 
     def get_lr(self) -> list[float]:
-        return [
-            base * function(self.last_epoch)
-            for function, base in zip(self.lr_lambdas, self.base_lrs, strict=True)
-        ]
+        epoch, lambdas = self.last_epoch, self.lr_lambdas
+        return [base * lambdas[index](epoch) for index, base in enumerate(self.base_lrs)]
 
 
 class MultiplicativeLR(Scheduler):
@@ -105,10 +103,8 @@ class MultiplicativeLR(Scheduler):
     def get_lr(self) -> list[float]:
         if self._is_initial:
             return self.lrs()
-        return [
-            group["lr"] * function(self.last_epoch)
-            for function, group in zip(self.lr_lambdas, self.groups, strict=True)
-        ]
+        epoch, lambdas = self.last_epoch, self.lr_lambdas
+        return [group["lr"] * lambdas[index](epoch) for index, group in enumerate(self.groups)]
 
     def check_restart_at_zero(self) -> None:
         # At a SequentialLR milestone torch calls λ(0) outside initial mode.

@@ -31,6 +31,7 @@ to evaluation, because a branch that is never taken must not fail.
 """
 
 import ast
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -160,9 +161,20 @@ def compile_expression(source: str, variable: str, loc: Loc) -> Evaluator:
 
     ``loc`` is where the string sits in the config; every compile-time refusal is
     ``InvalidConfig(loc, message)``. The callable raises ``ExpressionError``.
+
+    A scheduler is rebuilt from its config on every step report, so compiled callables
+    are kept (by source, variable and loc; refusals are not kept, they raise each time):
+    they are pure functions of their argument, so sharing one is safe.
     """
     if not isinstance(source, str):
         raise InvalidConfig(loc, f"expected an expression string, got {type(source).__name__}")
+    return _compile_cached(source, variable, loc)
+
+
+# Bounded: sources come from clients. A few hundred distinct expressions cover any
+# realistic set of live runs; beyond that the oldest are compiled again when used.
+@functools.lru_cache(maxsize=512)
+def _compile_cached(source: str, variable: str, loc: Loc) -> Evaluator:
     if len(source) > MAX_SOURCE_CHARS:
         raise InvalidConfig(
             loc, f"expression is {len(source)} characters long; at most {MAX_SOURCE_CHARS}"

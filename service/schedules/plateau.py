@@ -25,6 +25,7 @@ class ReduceLROnPlateau(Scheduler):
 
     type_name = "ReduceLROnPlateau"
     default_monitor: ClassVar[str] = "val_loss"
+    uses_metric = True
     # torch's ReduceLROnPlateau has no base_lrs and never counts _step_count.
     state_fields = ("last_epoch", "best", "num_bad_epochs", "cooldown_counter")
 
@@ -62,14 +63,18 @@ class ReduceLROnPlateau(Scheduler):
             )
         self.params = params
         self.monitor = monitor
+        self.patience = params.patience
+        self.cooldown = params.cooldown
+        self.factor = params.factor
+        self.eps = params.eps
+        self.threshold = params.threshold
+        # The modes as flags: torch compares the mode strings at every step.
+        self.minimizes = params.mode == "min"
+        self.relative = params.threshold_mode == "rel"
         self.last_epoch = 0
         self.best = math.inf if params.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
-
-    @property
-    def uses_metric(self) -> bool:
-        return True
 
     def start(self) -> None:
         """torch's constructor changes no group: no ``initial_lr``, no construction step."""
@@ -82,9 +87,21 @@ class ReduceLROnPlateau(Scheduler):
         return self.lrs()
 
     def _advance(self, metrics: Metrics) -> None:
-        current = read_metric(metrics, self.monitor)
+        try:
+            current = float(metrics[self.monitor])  # type: ignore[index]
+        except (KeyError, TypeError):
+            # Anything but a mapping holding the metric: read_metric takes a bare number
+            # and refuses the rest. Only the common case (a dict) skips that call.
+            current = read_metric(metrics, self.monitor)
+        # torch's _is_better, inline; its arithmetic stays per step (a huge int threshold
+        # must fail at the step, as in torch, not at construction), before anything changes.
+        best, threshold = self.best, self.threshold
+        if self.minimizes:
+            better = current < (best * (1.0 - threshold) if self.relative else best - threshold)
+        else:
+            better = current > (best * (threshold + 1.0) if self.relative else best + threshold)
         self.last_epoch += 1
-        if self._is_better(current):
+        if better:
             self.best = current
             self.num_bad_epochs = 0
         else:
@@ -93,33 +110,33 @@ class ReduceLROnPlateau(Scheduler):
             # Bad steps during a cooldown do not count; improvements still move best.
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
-        if self.num_bad_epochs > self.params.patience:
+        if self.num_bad_epochs > self.patience:
             self._reduce_lrs()
-            self.cooldown_counter = self.params.cooldown
+            self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
 
-    def _is_better(self, current: float) -> bool:
-        threshold = self.params.threshold
-        if self.params.mode == "min" and self.params.threshold_mode == "rel":
-            return current < self.best * (1.0 - threshold)
-        if self.params.mode == "min":
-            return current < self.best - threshold
-        if self.params.threshold_mode == "rel":
-            return current > self.best * (threshold + 1.0)
-        return current > self.best + threshold
-
     def _reduce_lrs(self) -> None:
-        """Per group: max(lr·factor, min_lr), applied only if it lowers the lr by more than eps."""
-        previous_lrs = self.lrs()
-        reduced = False
-        for group, min_lr in zip(self.groups, self.min_lrs, strict=True):
+        """Per group: max(lr·factor, min_lr), applied only if it lowers the lr by more than eps.
+
+        Called on every plateau, also once the lrs sit at min_lr and nothing changes any
+        more; only a reduction that happened is reported (and pays for its event).
+        """
+        factor, eps = self.factor, self.eps
+        previous_lrs = None
+        min_lrs = self.min_lrs
+        for index, group in enumerate(self.groups):
+            min_lr = min_lrs[index]
             old_lr = float(group["lr"])
-            new_lr = max(old_lr * self.params.factor, min_lr)
-            if old_lr - new_lr > self.params.eps:
+            scaled = old_lr * factor
+            # max(scaled, min_lr) without the call: max keeps its first argument unless
+            # the second is greater (so NaN and -0.0 come out as max would have them).
+            new_lr = min_lr if min_lr > scaled else scaled
+            if old_lr - new_lr > eps:
+                if previous_lrs is None:
+                    previous_lrs = self.lrs()
                 group["lr"] = new_lr
-                reduced = True
-        if reduced:
+        if previous_lrs is not None:
             self.emit(
                 "plateau_reduction",
-                **{"from": encode_floats(previous_lrs), "to": encode_floats(self.lrs())},
+                {"from": encode_floats(previous_lrs), "to": encode_floats(self.lrs())},
             )

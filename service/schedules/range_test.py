@@ -66,6 +66,7 @@ class LRRangeTest(Scheduler):
 
     type_name = "LRRangeTest"
     default_monitor: ClassVar[str] = "loss"
+    uses_metric = True
     # avg: the moving average; best_loss: the smallest finite smoothed loss so far
     # (inf before any); stopped: the stop flag.
     state_fields = (*Scheduler.state_fields, "avg", "best_loss", "stopped")
@@ -87,13 +88,6 @@ class LRRangeTest(Scheduler):
         self.avg = 0.0
         self.best_loss = math.inf
         self.stopped = False
-
-    @property
-    def uses_metric(self) -> bool:
-        return True
-
-    def stop_flag(self) -> bool:
-        return self.stopped
 
     def lr_at(self, step: int) -> float:
         """The contract's formula, in its order of operations."""
@@ -134,7 +128,7 @@ class LRRangeTest(Scheduler):
             self.stopped = True
             self.emit(
                 "range_test_stop",
-                **encode_floats(
+                encode_floats(
                     {
                         "step": step,
                         "reason": reason,

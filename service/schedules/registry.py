@@ -8,15 +8,20 @@ This module does the generic checks (unknown or missing keys, JSON types against
 the annotations, the param groups); each class does torch's specific ones. Every
 refusal is an ``InvalidConfig`` whose ``loc`` starts at ``"scheduler"`` or
 ``"param_groups"``, also for errors deep inside a composite's children.
+
+``restore`` runs on every step report, so what depends only on the class is worked
+out once per class (``_param_specs``: the fields, their defaults, and a checker
+compiled from each annotation); each call still checks every value it is given.
 """
 
 import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from service.schedules.base import Group, Scheduler, describe_failure
 from service.schedules.codec import decode_floats
@@ -93,11 +98,16 @@ def restore(config: Any, param_groups: Any, state: Mapping[str, Any]) -> Schedul
 
     Built from the same config and original groups (so derived values are recomputed),
     without torch's construction side effects; then the saved fields and groups are put in.
+
+    The original groups are checked as ``build`` checks them but not copied: constructors
+    only read the groups (their number and keys; ``start()``, which writes them, is not
+    called here), and the scheduler is then given fresh containers decoded from the state.
     """
-    groups = validate_param_groups(param_groups)
+    check_param_groups(param_groups)
+    groups = list(param_groups)
     scheduler = _rooted(lambda: _instantiate(config, groups))
     scheduler.load_own_state(state)
-    groups[:] = decode_floats(list(state["param_groups"]))  # fresh containers throughout
+    groups[:] = decode_floats(list(state["param_groups"]))
     return scheduler
 
 
@@ -115,17 +125,17 @@ def scheduler_types() -> list[dict[str, Any]]:
     """Every type with its parameters (name, annotation, required, default): JSON-able."""
     described = []
     for type_name, cls in SCHEDULER_TYPES.items():
-        fields = _params_fields(cls)
+        specs = _param_specs(cls).values()
         entry: dict[str, Any] = {
             "type": type_name,
             "params": [
                 {
-                    "name": field.name,
-                    "type": _describe_annotation(hint),
-                    "required": _is_required(field),
-                    "default": None if _is_required(field) else _default_of(field),
+                    "name": spec.name,
+                    "type": spec.description,
+                    "required": spec.required,
+                    "default": None if spec.required else _default_of(spec.field),
                 }
-                for field, hint in fields
+                for spec in specs
             ],
             "uses_metric": _default_monitor(cls) is not None,
         }
@@ -133,7 +143,7 @@ def scheduler_types() -> list[dict[str, Any]]:
             entry["default_monitor"] = _default_monitor(cls)
         # A composite may hold a momentum-cycling child.
         entry["cycles_momentum_possible"] = any(
-            field.name in ("cycle_momentum", CHILDREN_FIELD) for field, _ in fields
+            spec.name in ("cycle_momentum", CHILDREN_FIELD) for spec in specs
         )
         described.append(entry)
     return described
@@ -144,6 +154,16 @@ def scheduler_types() -> list[dict[str, Any]]:
 
 def validate_param_groups(param_groups: Any) -> list[Group]:
     """A deep copy of the groups after checking what the schedulers read from them."""
+    check_param_groups(param_groups)
+    groups = copy.deepcopy(param_groups)
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = list(group["betas"])
+    return groups
+
+
+def check_param_groups(param_groups: Any) -> None:
+    """Refuse groups the schedulers cannot read: no lr, non-numbers, malformed betas."""
     if not isinstance(param_groups, list) or not param_groups:
         raise InvalidConfig(("param_groups",), "expected a non-empty list of param groups")
     for index, group in enumerate(param_groups):
@@ -166,11 +186,6 @@ def validate_param_groups(param_groups: Any) -> list[Group]:
                 raise InvalidConfig(
                     ("param_groups", index, "betas"), "betas must be a list of two numbers"
                 )
-    groups = copy.deepcopy(param_groups)
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = list(group["betas"])
-    return groups
 
 
 # -- parsing ------------------------------------------------------------------------
@@ -260,37 +275,77 @@ def _parse_monitor(cls: SchedulerClass, config: dict[str, Any]) -> str | None:
 
 
 def _parse_params(cls: SchedulerClass, raw_params: dict[str, Any]) -> Any:
-    fields = _params_fields(cls)
-    known = [field.name for field, _ in fields]
+    specs = _param_specs(cls)
     for name in raw_params:
-        if name not in known:
+        if name not in specs:
+            known = ", ".join(specs)
             raise InvalidConfig(
-                ("params", name),
-                f"unknown parameter {name!r} for {cls.type_name}; known: {', '.join(known)}",
+                ("params", name), f"unknown parameter {name!r} for {cls.type_name}; known: {known}"
             )
     values: dict[str, Any] = {}
-    for field, hint in fields:
-        if field.name not in raw_params:
-            if _is_required(field):
-                raise InvalidConfig(("params", field.name), f"{field.name} is required")
+    for spec in specs.values():
+        if spec.name not in raw_params:
+            if spec.required:
+                raise InvalidConfig(("params", spec.name), f"{spec.name} is required")
             continue
-        value = raw_params[field.name]
-        if not _matches(value, hint):
+        value = raw_params[spec.name]
+        if not spec.accepts(value):
             raise InvalidConfig(
-                ("params", field.name),
-                f"expected {_describe_annotation(hint)}, got {_describe_value(value)}",
+                ("params", spec.name),
+                f"expected {spec.description}, got {_describe_value(value)}",
             )
-        values[field.name] = copy.deepcopy(value)
+        values[spec.name] = _json_copy(value)
     return cls.Params(**values)  # type: ignore[attr-defined]
+
+
+def _json_copy(value: Any) -> Any:
+    """``copy.deepcopy`` for JSON values, without its memo: new lists and dicts throughout.
+
+    Anything else (only possible inside a ``dict`` parameter) still goes to deepcopy.
+    """
+    kind = type(value)
+    if kind is int or kind is float or kind is str or kind is bool or value is None:
+        return value
+    if kind is list:
+        return [_json_copy(item) for item in value]
+    if kind is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    return copy.deepcopy(value)
 
 
 # -- annotations --------------------------------------------------------------------
 
 
-def _params_fields(cls: SchedulerClass) -> list[tuple[dataclasses.Field[Any], Any]]:
+class _ParamSpec(NamedTuple):
+    """One field of a class's ``Params``, with what checking a value against it needs."""
+
+    name: str
+    field: dataclasses.Field[Any]
+    required: bool
+    accepts: Callable[[Any], bool]
+    description: str
+
+
+@functools.cache
+def _param_specs(cls: SchedulerClass) -> dict[str, _ParamSpec]:
+    """The class's parameters by name, in declaration order; resolved once per class
+    (callers only read the dict).
+
+    ``typing.get_type_hints`` and walking the annotations cost more than checking the
+    values, and only depend on the class.
+    """
     params_cls = cls.Params  # type: ignore[attr-defined]
     hints = typing.get_type_hints(params_cls)
-    return [(field, hints[field.name]) for field in dataclasses.fields(params_cls)]
+    return {
+        field.name: _ParamSpec(
+            name=field.name,
+            field=field,
+            required=_is_required(field),
+            accepts=_checker(hints[field.name]),
+            description=_describe_annotation(hints[field.name]),
+        )
+        for field in dataclasses.fields(params_cls)
+    }
 
 
 def _is_required(field: dataclasses.Field[Any]) -> bool:
@@ -308,6 +363,11 @@ def _default_monitor(cls: SchedulerClass) -> str | None:
 
 
 def _is_finite_number(value: Any) -> bool:
+    kind = type(value)  # exact float and int first: nearly every value checked is one
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return True
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
@@ -315,34 +375,52 @@ def _is_finite_number(value: Any) -> bool:
     )
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits an annotation: an int fits float, a bool fits only bool.
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """The test whether a JSON value fits ``hint``: an int fits float, a bool only bool.
 
     Non-finite floats fit nothing: torch would accept them, but no schedule is left.
+    The annotation is read once, here; the returned test only looks at values.
     """
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, option) for option in typing.get_args(hint))
+        return _any_of(tuple(_checker(option) for option in typing.get_args(hint)))
     if origin is Literal:
-        return any(
-            value == option and type(value) is type(option) for option in typing.get_args(hint)
+        options = typing.get_args(hint)
+        return lambda value: any(
+            value == option and type(value) is type(option) for option in options
         )
     if origin is list:
         (item_hint,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(item, item_hint) for item in value)
+        return _list_of(_checker(item_hint))
     if hint is type(None):
-        return value is None
+        return lambda value: value is None
     if hint is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return _is_finite_number(value)
+        return _is_finite_number
     if hint is str:
-        return isinstance(value, str)
+        return lambda value: isinstance(value, str)
     if hint is dict or origin is dict:
-        return isinstance(value, dict)
+        return lambda value: isinstance(value, dict)
     raise TypeError(f"unsupported parameter annotation {hint!r}")
+
+
+def _any_of(checks: tuple[Callable[[Any], bool], ...]) -> Callable[[Any], bool]:
+    def fits_one(value: Any) -> bool:
+        return any(check(value) for check in checks)
+
+    return fits_one
+
+
+def _list_of(check_item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def fits_every_item(value: Any) -> bool:
+        if not isinstance(value, list):
+            return False
+        return all(check_item(item) for item in value)
+
+    return fits_every_item
 
 
 def _describe_annotation(hint: Any) -> str:

@@ -383,3 +383,24 @@ def test_failing_later_child_of_a_chain_puts_the_earlier_children_back() -> None
         scheduler.step()
     assert caught.value.step == 3
     assert scheduler.state() == before
+
+
+def test_failing_chain_step_puts_back_adam_betas_and_drops_the_events_it_emitted() -> None:
+    restarting = config("CosineAnnealingWarmRestarts", T_0=1)  # a warm restart every step
+    cyclic = config("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=3)
+    failing = config("LambdaLR", lr_lambda="1 / (epoch - 3)")
+    scheduler = build(chained([restarting, cyclic, failing]), ADAM_GROUPS)
+    for _ in range(2):
+        assert [event.kind for event in scheduler.step().events] == ["warm_restart"]
+    before = scheduler.state()
+    with pytest.raises(InvalidStepValue):
+        scheduler.step()
+    assert scheduler.state() == before
+    assert scheduler.outcome().events == []
+
+
+def test_events_of_every_nesting_level_reach_the_root_once() -> None:
+    restarting = config("CosineAnnealingWarmRestarts", T_0=1)
+    scheduler = build(chained([sequential([restarting], []), restarting]), SGD_GROUPS)
+    assert [event.kind for event in scheduler.step().events] == ["warm_restart"] * 2
+    assert scheduler.outcome().events == []

@@ -271,3 +271,19 @@ def test_any_grammar_expression_equals_python_evaluation(source: str, epoch: int
         assert actual is ExpressionError
     else:
         assert repr(actual) == repr(expected), source
+
+
+def test_a_refused_source_is_refused_again_at_each_compile_with_its_own_loc() -> None:
+    other_loc = ("scheduler", "params", "lr_lambda", 1)
+    for loc in [LOC, other_loc, LOC]:
+        with pytest.raises(InvalidConfig) as caught:
+            compile_expression("epoch +", "epoch", loc)
+        assert caught.value.loc == loc
+
+
+def test_compiling_a_source_again_gives_the_same_values_and_failures() -> None:
+    first = compile_expression("1 / (epoch - 3)", "epoch", LOC)
+    again = compile_expression("1 / (epoch - 3)", "epoch", LOC)
+    assert [again(epoch) for epoch in (0, 1, 5)] == [first(epoch) for epoch in (0, 1, 5)]
+    with pytest.raises(ExpressionError):
+        again(3)

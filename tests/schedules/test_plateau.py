@@ -12,7 +12,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from service.schedules import registry
-from service.schedules.errors import InvalidConfig, MissingMetric
+from service.schedules.errors import InvalidConfig, InvalidStepValue, MissingMetric
 from service.schedules.plateau import ReduceLROnPlateau
 from tests.schedules.torch_oracle import make_optimizer, run_in_torch
 
@@ -340,3 +340,30 @@ def test_plateau_best_matches_torch_after_every_step() -> None:
             oracle.num_bad_epochs,
             oracle.cooldown_counter,
         )
+
+
+def test_plateau_step_failing_on_a_huge_int_threshold_names_it_and_changes_nothing() -> None:
+    # JSON ints have no size limit; torch's threshold arithmetic overflows at the step.
+    scheduler = build(copy.deepcopy(SGD_GROUPS), threshold=10**400)
+    before = scheduler.state()
+    with pytest.raises(InvalidStepValue) as caught:
+        scheduler.step({"val_loss": 1.0})
+    assert caught.value.step == 1
+    assert scheduler.state() == before
+
+
+@pytest.mark.parametrize("metrics", [0.5, 1, True, {"val_loss": 0.5, "loss": 9.0}])
+def test_plateau_reads_a_bare_number_or_its_monitor_alike(metrics: Any) -> None:
+    reference = build(copy.deepcopy(SGD_GROUPS), patience=0)
+    scheduler = build(copy.deepcopy(SGD_GROUPS), patience=0)
+    value = metrics["val_loss"] if isinstance(metrics, dict) else float(metrics)
+    for _ in range(3):
+        assert scheduler.step(metrics).lr == reference.step(value).lr
+    assert scheduler.best == reference.best == value
+
+
+@pytest.mark.parametrize("metrics", [None, {}, {"loss": 0.5}])
+def test_plateau_without_its_monitor_raises_missing_metric(metrics: Any) -> None:
+    scheduler = build(copy.deepcopy(SGD_GROUPS))
+    with pytest.raises(MissingMetric):
+        scheduler.step(metrics)

@@ -339,3 +339,50 @@ def test_restore_puts_the_saved_groups_into_the_scheduler() -> None:
     assert restored.lrs() == [0.3, 0.2]
     assert restored.step().lr == [0.15, 0.1]
     assert restored.outcome().step == 2
+
+
+REFUSED_ALIKE = [
+    (STEP, {"lr": 0.1}),
+    (STEP, [{"lr": 0.1}, {"lr": math.inf}]),
+    (STEP, [{"lr": 0.1, "betas": [0.9, "0.999"]}]),
+    ({**STEP, "extra": 1}, SGD_GROUPS),
+    ({"type": "StepLR", "params": {}}, SGD_GROUPS),
+    ({"type": "StepLR", "params": {"step_size": 3, "gamma": False}}, SGD_GROUPS),
+    ({"type": "MultiStepLR", "params": {"milestones": [1, 2.5]}}, SGD_GROUPS),
+    ({"type": "StepLR", "params": {"step_size": 0}}, SGD_GROUPS),
+    ({"type": "LambdaLR", "params": {"lr_lambda": "math.log(epoch)"}}, SGD_GROUPS),
+    ({"type": "LambdaLR", "params": {"lr_lambda": "epoch +"}}, SGD_GROUPS),
+    ({"type": "CyclicLR", "params": {"base_lr": 0.01, "max_lr": 0.1}}, [{"lr": 0.1}]),
+    ({"type": "ReduceLROnPlateau", "params": {}, "monitor": ""}, SGD_GROUPS),
+    (
+        {"type": "ChainedScheduler", "params": {"schedulers": [STEP, {"type": "StepLR"}]}},
+        SGD_GROUPS,
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "groups"), REFUSED_ALIKE, ids=loc_id)
+def test_restore_refuses_what_build_refuses_with_the_same_loc_and_message(
+    config: Any, groups: Any
+) -> None:
+    state = build(STEP, SGD_GROUPS).state()
+    with pytest.raises(InvalidConfig) as built:
+        build(config, groups)
+    with pytest.raises(InvalidConfig) as restored:
+        restore(config, groups, state)
+    assert (restored.value.loc, restored.value.message) == (built.value.loc, built.value.message)
+
+
+def test_restored_scheduler_leaves_config_groups_and_state_untouched() -> None:
+    cyclic = {"type": "CyclicLR", "params": {"base_lr": [0.01, 0.02], "max_lr": 0.1}}
+    config = {"type": "SequentialLR", "params": {"schedulers": [STEP, cyclic], "milestones": [2]}}
+    groups = [{"lr": 0.1, "betas": [0.9, 0.999]}, {"lr": 0.01, "betas": [0.8, 0.99]}]
+    original = build(config, groups)
+    original.step()
+    state = json.loads(json.dumps(original.state()))
+    inputs = copy.deepcopy((config, groups, state))
+    restored = restore(config, groups, state)
+    for _ in range(5):
+        restored.step()
+    restored.set_lr([0.5, 0.5])
+    assert (config, groups, state) == inputs
