@@ -5,6 +5,7 @@ global, so a test (or a second app in one process) can run with its own.
 """
 
 from fastapi import Request
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lrkeeper.db"
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
     max_preview_steps: int = 100000
     max_catch_up_steps: int = 100000
     max_param_groups: int = 64
+    # Connections per database pool, and the cap on threads serving requests at once.
+    db_pool_size: int = Field(default=16, ge=1)
 
 
 def get_settings(request: Request) -> Settings:

@@ -12,6 +12,18 @@ Only ``service.runs`` opens transactions; this module decides what a transaction
   other processes queue instead of failing, and an in-process lock makes this
   process's writer threads queue without spinning on that timeout at all.
 - PostgreSQL: psycopg 3 at READ COMMITTED; ``service.runs`` locks rows itself.
+
+Reads run in autocommit on both backends: every read in ``service.runs`` is one
+statement, or several whose earlier ones fetch only what never changes (a run's
+key, its schedule), so a statement's own snapshot is all the consistency they
+need, and a read costs no BEGIN and no ROLLBACK.
+
+Pools hold ``pool_size`` connections and never open more (no overflow that would
+be closed on return and reopened on the next burst); the app caps its request
+thread pool at the same number (service.main), so a request never waits for a
+connection either. There is no pre-ping: a connection the server dropped fails
+its statement, SQLAlchemy then discards the pool's connections, and
+``service.runs`` retries the unit of work once on a fresh one.
 """
 
 import contextlib
@@ -33,6 +45,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_POOL_SIZE = 16
+# Below any server- or proxy-side idle timeout one is likely to meet.
+POOL_RECYCLE_SECONDS = 1800
 # Any fixed 64-bit number works; advisory locks are per database, so this only
 # serialises lrkeeper replicas migrating the same database.
 MIGRATION_ADVISORY_LOCK_KEY = 0x6C726B6565706572  # "lrkeeper" in ASCII
@@ -88,12 +103,14 @@ def ensure_sqlite_directory(url: str) -> None:
 
 
 def create_sqlite_engine(
-    url: str, *, begin: str, enforce_foreign_keys: bool = True, **options: Any
+    url: str, *, begin: str | None, enforce_foreign_keys: bool = True, **options: Any
 ) -> Engine:
     """A SQLite engine whose transactions start with ``begin`` ("BEGIN" or "BEGIN IMMEDIATE").
 
-    Migrations switch foreign keys off: Alembic's batch mode rebuilds a table by
-    copying it, which a referencing table's foreign keys would otherwise refuse.
+    ``begin=None`` leaves the connections in autocommit: each statement is its own
+    transaction (the read engine). Migrations switch foreign keys off: Alembic's
+    batch mode rebuilds a table by copying it, which a referencing table's foreign
+    keys would otherwise refuse.
     """
     ensure_sqlite_directory(url)
     engine = sa.create_engine(url, **options)
@@ -113,30 +130,48 @@ def create_sqlite_engine(
         finally:
             cursor.close()
 
-    @sa.event.listens_for(engine, "begin")
-    def emit_begin(connection: Connection) -> None:
-        connection.exec_driver_sql(begin)
+    if begin is not None:
+
+        @sa.event.listens_for(engine, "begin")
+        def emit_begin(connection: Connection) -> None:
+            # Straight to the driver: this runs once per transaction on the hot path,
+            # and SQLAlchemy's statement machinery would add nothing to a bare BEGIN.
+            # A busy timeout here raises sqlite3's own OperationalError, which
+            # service.runs retries like the wrapped one.
+            connection.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
 
 def create_postgresql_engine(url: str, **options: Any) -> Engine:
-    return sa.create_engine(url, isolation_level="READ COMMITTED", pool_pre_ping=True, **options)
+    options.setdefault("isolation_level", "READ COMMITTED")
+    return sa.create_engine(url, **options)
 
 
-def open_database(url: str) -> Database:
-    """Open the engines for ``url``; nothing is migrated here (see :func:`upgrade_to_head`)."""
+def _pool_options(pool_size: int) -> dict[str, Any]:
+    return {"pool_size": pool_size, "max_overflow": 0, "pool_recycle": POOL_RECYCLE_SECONDS}
+
+
+def open_database(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
+    """Open the engines for ``url``; nothing is migrated here (see :func:`upgrade_to_head`).
+
+    ``pool_size`` bounds each engine's connections; writers on SQLite queue on the
+    write lock first, so its write engine only ever uses one of them.
+    """
     url = normalize_url(url)
+    pool = _pool_options(pool_size)
     if dialect_of(url) == "sqlite":
         return Database(
-            engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE"),
-            read_engine=create_sqlite_engine(url, begin="BEGIN"),
+            engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE", **pool),
+            read_engine=create_sqlite_engine(url, begin=None, **pool),
             write_lock=threading.Lock(),
             dialect="sqlite",
         )
-    engine = create_postgresql_engine(url)
     return Database(
-        engine=engine, read_engine=engine, write_lock=contextlib.nullcontext(), dialect="postgresql"
+        engine=create_postgresql_engine(url, **pool),
+        read_engine=create_postgresql_engine(url, isolation_level="AUTOCOMMIT", **pool),
+        write_lock=contextlib.nullcontext(),
+        dialect="postgresql",
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from service.config import Settings
@@ -31,8 +32,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opening engines does not connect yet: the service starts even while the
         # database is down, and /readyz says so until it answers.
-        database = open_database(settings.database_url)
+        database = open_database(settings.database_url, pool_size=settings.db_pool_size)
         app.state.database = database
+        # Plain ``def`` routes run in anyio's thread pool (40 threads by default). With
+        # no more threads than pooled connections, a request never waits inside a
+        # thread for a connection, and fewer threads contend for the GIL; the rest
+        # wait their turn on the event loop, which costs nothing.
+        to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         try:
             yield
         finally:

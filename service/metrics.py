@@ -6,6 +6,7 @@ each worker process counts its own requests; scrape per process or sum.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -64,11 +65,17 @@ def create_metrics() -> Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP answer under the route template that produced it."""
+    """Counts every HTTP answer under the route template that produced it.
+
+    The labelled children are looked up once per (method, route, status) and kept:
+    ``labels()`` takes a lock and builds a key on every call, which the hot path
+    would otherwise pay on each request.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._recorders: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,10 +94,26 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_seconds.labels(method, route).observe(
-                time.perf_counter() - started
-            )
-            if route == STEP_ROUTE and method == "POST":
-                self.metrics.step_reports.labels(str(status)).inc()
+            key = (scope["method"], route, status)
+            record = self._recorders.get(key)
+            if record is None:
+                record = self._recorders[key] = self._recorder(*key)
+            record(time.perf_counter() - started)
+
+    def _recorder(self, method: str, route: str, status: int) -> Callable[[float], None]:
+        """What answering ``method route`` with ``status`` counts, as one call."""
+        answered = self.metrics.requests.labels(method, route, str(status))
+        timed = self.metrics.request_seconds.labels(method, route)
+        step_reported = (
+            self.metrics.step_reports.labels(str(status))
+            if route == STEP_ROUTE and method == "POST"
+            else None
+        )
+
+        def record(seconds: float) -> None:
+            answered.inc()
+            timed.observe(seconds)
+            if step_reported is not None:
+                step_reported.inc()
+
+        return record

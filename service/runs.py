@@ -6,29 +6,30 @@ nothing) before it returns, so a 200 built from its result is durable.
 - Writes: ``with database.write_lock, database.engine.begin()``; the run's row
   is locked with ``SELECT ... FOR UPDATE`` (PostgreSQL; on SQLite the
   transaction's ``BEGIN IMMEDIATE`` already holds the database's write lock and
-  SQLAlchemy renders no ``FOR UPDATE``) before anything that depends on it is
-  computed. Serialization failures and deadlocks are retried by
-  :func:`retry_on_conflict`; nothing else is.
-- Reads: ``database.read_engine``. A step that is already recorded (every rank
-  but the first reports each step) is answered from the read path, so replays
-  never queue behind writers. On PostgreSQL that read runs in autocommit on the
-  connection the write then uses, so a new step costs one round trip more than
-  the bare lock-insert-update-commit, and a replay one round trip in all.
+  no ``FOR UPDATE`` is written) before anything that depends on it is
+  computed. Serialization failures, deadlocks and dropped connections are
+  retried by :func:`retry_on_conflict`; nothing else is.
+- Reads: ``database.read_engine``, in autocommit (see service.db). A step that
+  is already recorded (every rank but the first reports each step) is answered
+  from the read path, so replays never queue behind writers: a replay is one
+  statement, and a new step one read plus the lock-insert-update-commit.
 - The engine never sees the database: a run is restored from its stored state,
   stepped, and its new state written back. Every stored JSON value is
   codec-encoded (non-finite floats as strings).
 
-The hot path (:func:`report_step`) uses SQLAlchemy Core with statements built
-once at import (no engine or connection is), one round trip per statement.
+The hot path (:func:`report_step`, :func:`current_lr`) runs a handful of driver
+SQL statements written out below; everything else uses SQLAlchemy Core.
 """
 
 import base64
 import binascii
+import json
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 import tenacity
@@ -58,37 +59,40 @@ events_table: sa.Table = Event.__table__  # type: ignore[assignment]
 
 RANGE_TEST_TYPE = range_test.LRRangeTest.type_name
 
-# db.py opens PostgreSQL at this level; the hot path switches a connection back to it.
-POSTGRESQL_ISOLATION_LEVEL = "READ COMMITTED"
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
 
 # -- retrying ------------------------------------------------------------------
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_ATTEMPTS = 5
 
 
-def _is_transient_conflict(error: BaseException) -> bool:
-    """Serialization failures and deadlocks (and SQLite's busy timeout running out), only."""
-    if not isinstance(error, sa.exc.DBAPIError):
-        return False
-    original = error.orig
+def _is_transient(error: BaseException) -> bool:
+    """Serialization failures, deadlocks, SQLite's busy timeout running out, and a pooled
+    connection the server had dropped (db.py does not pre-ping; SQLAlchemy has discarded
+    the pool's connections by now, so the next attempt gets a fresh one).
+
+    sqlite3's own OperationalError arrives unwrapped from db.py's BEGIN IMMEDIATE hook.
+    """
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        original: BaseException | None = error.orig
+    else:
+        original = error
     if getattr(original, "sqlstate", None) in _RETRYABLE_SQLSTATES:
         return True
     return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
 
 
-def retry_on_conflict(function: Callable[P, T]) -> Callable[P, T]:
-    """Run a unit of work again, a few times with jitter, if the database refused it as racing."""
-    retrying = tenacity.retry(
-        retry=tenacity.retry_if_exception(_is_transient_conflict),
-        stop=tenacity.stop_after_attempt(5),
-        wait=tenacity.wait_random_exponential(multiplier=0.02, max=0.5),
-        reraise=True,
-    )
-    return retrying(function)
+# Every unit of work here has committed or changed nothing when it raises, so running
+# it again is safe; a step whose commit landed just before the connection broke is
+# answered on the next attempt as the replay it now is.
+retry_on_conflict = tenacity.retry(
+    retry=tenacity.retry_if_exception(_is_transient),
+    stop=tenacity.stop_after_attempt(_ATTEMPTS),
+    wait=tenacity.wait_random_exponential(multiplier=0.02, max=0.5),
+    reraise=True,
+)
 
 
 # -- statements built once ------------------------------------------------------
@@ -113,36 +117,6 @@ _RUN_COLUMNS = (
 
 _SELECT_RUN = sa.select(*_RUN_COLUMNS).where(_runs.run_id == sa.bindparam("run_id"))
 
-# One statement, so one snapshot on either backend: the run and its recorded row for
-# ``step`` on the current line, if there is one.
-_SELECT_RECORDED_FOR_REPLAY = (
-    sa.select(
-        _runs.id,
-        _steps.step,
-        _steps.lr,
-        _steps.momentum,
-        _steps.events,
-        _steps.stop,
-    )
-    .select_from(
-        runs_table.outerjoin(
-            steps_table,
-            sa.and_(
-                _steps.run_pk == _runs.id,
-                _steps.step == sa.bindparam("step"),
-                sa.not_(_steps.superseded),
-            ),
-        )
-    )
-    .where(_runs.run_id == sa.bindparam("run_id"))
-)
-
-_LOCK_RUN_FOR_STEP = (
-    sa.select(_runs.id, _runs.step, _runs.scheduler, _runs.param_groups, _runs.state)
-    .where(_runs.run_id == sa.bindparam("run_id"))
-    .with_for_update()
-)
-
 _SELECT_CURRENT_ROW = sa.select(
     _steps.id,
     _steps.step,
@@ -160,37 +134,116 @@ _SELECT_CURRENT_ROW = sa.select(
 _INSERT_STEP = sa.insert(steps_table)
 _INSERT_EVENT = sa.insert(events_table)
 
-_UPDATE_RUN_AFTER_STEP = (
-    sa.update(runs_table)
-    .where(_runs.id == sa.bindparam("run_pk"))
-    .values(
-        step=sa.bindparam("new_step"),
-        state=sa.bindparam("new_state", type_=_runs.state.type),
-        lr=sa.bindparam("new_lr", type_=_runs.lr.type),
-        momentum=sa.bindparam("new_momentum", type_=_runs.momentum.type),
-        updated_at=sa.bindparam("now", type_=_runs.updated_at.type),
-    )
-)
 
-# The same UPDATE with the new Step row's INSERT as a data-modifying CTE (PostgreSQL
-# only): both happen, in one statement, whether or not the UPDATE reads the CTE.
-_RECORD_ONE_STEP_POSTGRESQL = _UPDATE_RUN_AFTER_STEP.add_cte(
-    sa.insert(steps_table)
-    .values(
-        run_pk=sa.bindparam("run_pk"),
-        step=sa.bindparam("new_step"),
-        lr=sa.bindparam("new_lr", type_=_steps.lr.type),
-        momentum=sa.bindparam("new_momentum", type_=_steps.momentum.type),
-        state=sa.bindparam("new_state", type_=_steps.state.type),
-        metrics=sa.bindparam("metrics", type_=_steps.metrics.type),
-        worker=sa.bindparam("worker", type_=_steps.worker.type),
-        events=sa.bindparam("events", type_=_steps.events.type),
-        stop=sa.bindparam("stop", type_=_steps.stop.type),
-        superseded=False,
-        recorded_at=sa.bindparam("now", type_=_steps.recorded_at.type),
-    )
-    .cte("recorded_step")
-)
+# -- the hot path's SQL -------------------------------------------------------------
+#
+# Reporting a step and reading the lr run as driver SQL (``exec_driver_sql``), inside
+# the same engines and transactions as everything else: nothing to compile, cache-key
+# or bind-process per call, and each JSON value is serialized once by us (the run's
+# new state goes into both the step row and the run row). The values are stored
+# exactly as SQLAlchemy's JSON and timestamp types store them, so every other reader
+# decodes them as usual. Written with ``:name`` parameters (sqlite3's style) and
+# rewritten to psycopg's ``%(name)s`` for PostgreSQL.
+
+# One statement, so one snapshot: the run's key and its recorded row for ``step`` on the
+# current line, if there is one (NULL columns when the run has not reached ``step``).
+_SQL_RECORDED_STEP = """
+SELECT runs.id, steps.step, steps.lr, steps.momentum, steps.events, steps.stop
+FROM runs LEFT OUTER JOIN steps
+  ON steps.run_pk = runs.id AND steps.step = :step AND NOT steps.superseded
+WHERE runs.run_id = :run_id"""
+
+_SQL_CURRENT_LR = "SELECT step, lr, momentum FROM runs WHERE run_id = :run_id"
+
+_SQL_LOCK_RUN = "SELECT step, scheduler, param_groups, state FROM runs WHERE id = :run_pk"
+
+_SQL_CURRENT_ROW = """
+SELECT step, lr, momentum, events, stop FROM steps
+WHERE run_pk = :run_pk AND step = :step AND NOT superseded"""
+
+_SQL_INSERT_STEP = """
+INSERT INTO steps
+  (run_pk, step, lr, momentum, state, metrics, worker, events, stop, superseded, recorded_at)
+VALUES
+  (:run_pk, :step, :lr, :momentum, :state, :metrics, :worker, :events, :stop, false, :now)"""
+
+_SQL_UPDATE_RUN = """
+UPDATE runs SET step = :step, lr = :lr, momentum = :momentum, state = :state, updated_at = :now
+WHERE id = :run_pk"""
+
+# PostgreSQL: the step's INSERT as a data-modifying CTE of the run's UPDATE, so one new
+# step is one round trip; both happen whether or not the UPDATE reads the CTE.
+_SQL_RECORD_ONE_STEP = f"WITH recorded_step AS ({_SQL_INSERT_STEP}) {_SQL_UPDATE_RUN}"
+
+
+def _pyformat(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s``."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
+def _sqlite_timestamp(moment: datetime) -> str:
+    """SQLAlchemy's storage format for DateTime on SQLite; ``moment`` is UTC (see :func:`_now`)."""
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _sqlite_boolean(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _sqlite_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class _DriverSql:
+    """The hot path's statements and value conversions for one backend's driver."""
+
+    recorded_step: str
+    current_lr: str
+    lock_run: str
+    current_row: str
+    insert_step: str
+    update_run: str
+    record_one_step: str | None  # one statement for insert + update, where the backend can
+    timestamp: Callable[[datetime], Any]
+    json_value: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
+    boolean: Callable[[Any], bool | None]
+
+
+_DRIVER_SQL: dict[str, _DriverSql] = {
+    "sqlite": _DriverSql(
+        recorded_step=_SQL_RECORDED_STEP,
+        current_lr=_SQL_CURRENT_LR,
+        lock_run=_SQL_LOCK_RUN,  # BEGIN IMMEDIATE already holds the database's write lock
+        current_row=_SQL_CURRENT_ROW,
+        insert_step=_SQL_INSERT_STEP,
+        update_run=_SQL_UPDATE_RUN,
+        record_one_step=None,
+        timestamp=_sqlite_timestamp,
+        json_value=_sqlite_json,  # JSON columns are TEXT
+        boolean=_sqlite_boolean,
+    ),
+    "postgresql": _DriverSql(
+        recorded_step=_pyformat(_SQL_RECORDED_STEP),
+        current_lr=_pyformat(_SQL_CURRENT_LR),
+        lock_run=_pyformat(_SQL_LOCK_RUN + " FOR UPDATE"),
+        current_row=_pyformat(_SQL_CURRENT_ROW),
+        insert_step=_pyformat(_SQL_INSERT_STEP),
+        update_run=_pyformat(_SQL_UPDATE_RUN),
+        record_one_step=_pyformat(_SQL_RECORD_ONE_STEP),
+        timestamp=_same,
+        json_value=_same,  # psycopg decodes jsonb itself
+        boolean=_same,
+    ),
+}
 
 
 def _now() -> datetime:
@@ -242,12 +295,6 @@ def _step_answer(
     if stop is not None:
         answer["stop"] = stop
     return answer
-
-
-def _replay_answer(recorded: Row[Any]) -> dict[str, Any]:
-    return _step_answer(
-        recorded.step, recorded.lr, recorded.momentum, True, recorded.events, recorded.stop
-    )
 
 
 def _event_dicts(events: Sequence[ScheduleEvent]) -> list[dict[str, Any]]:
@@ -407,6 +454,7 @@ def config_differences(path: str, stored: Any, requested: Any) -> list[dict[str,
     return [{"field": path, "stored": stored, "requested": requested}]
 
 
+@retry_on_conflict
 def get_run(database: Database, run_id: str) -> dict[str, Any]:
     with database.read_engine.connect() as connection:
         row = connection.execute(_SELECT_RUN, {"run_id": run_id}).first()
@@ -462,6 +510,7 @@ def _page_limit(limit: int | None, default: int, maximum: int) -> int:
     return limit
 
 
+@retry_on_conflict
 def list_runs(
     database: Database,
     *,
@@ -522,54 +571,51 @@ def report_step(
 ) -> dict[str, Any]:
     """A worker's step report: replay what is recorded, else advance (or catch up) and record.
 
-    A recorded step is answered from one read, without taking any lock;
-    only a step the run has not reached yet takes the write path, which looks
-    again under the lock (another rank may have recorded it in between).
+    A recorded step is answered from one autocommit read, without taking any
+    lock, so the ranks replaying a step never queue behind a writer; only a step
+    the run has not reached yet takes the write path, which looks again under the
+    lock (another rank may have recorded it in between).
     """
-    if database.dialect == "postgresql":
-        # One pooled connection for the read and, when needed, the write: the read runs
-        # in autocommit (no BEGIN/ROLLBACK round trips), then the connection begins.
-        with database.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            recorded = _recorded_for_replay(connection, run_id, report.step)
-            if recorded.lr is not None:
-                return _replay_answer(recorded)
-            connection.rollback()
-            connection.execution_options(isolation_level=POSTGRESQL_ISOLATION_LEVEL)
-            with connection.begin():
-                return _advance(connection, database, run_id, report, max_catch_up_steps)
+    sql = _DRIVER_SQL[database.dialect]
     with database.read_engine.connect() as connection:
-        recorded = _recorded_for_replay(connection, run_id, report.step)
-    if recorded.lr is not None:
-        return _replay_answer(recorded)
-    with database.write_lock, database.engine.begin() as connection:
-        return _advance(connection, database, run_id, report, max_catch_up_steps)
-
-
-def _recorded_for_replay(connection: Connection, run_id: str, step: int) -> Row[Any]:
-    recorded = connection.execute(
-        _SELECT_RECORDED_FOR_REPLAY, {"run_id": run_id, "step": step}
-    ).first()
+        recorded = connection.exec_driver_sql(
+            sql.recorded_step, {"run_id": run_id, "step": report.step}
+        ).first()
     if recorded is None:
         raise _run_not_found(run_id)
-    return recorded
+    if recorded.lr is not None:
+        return _replay_answer(sql, recorded)
+    with database.write_lock, database.engine.begin() as connection:
+        return _advance(connection, sql, recorded.id, report, max_catch_up_steps)
+
+
+def _replay_answer(sql: _DriverSql, recorded: Row[Any]) -> dict[str, Any]:
+    """What the recorded step answered when it was new, with ``replayed: true``."""
+    return _step_answer(
+        recorded.step,
+        sql.json_value(recorded.lr),
+        sql.json_value(recorded.momentum),
+        True,
+        sql.json_value(recorded.events),
+        sql.boolean(recorded.stop),
+    )
 
 
 def _advance(
     connection: Connection,
-    database: Database,
-    run_id: str,
+    sql: _DriverSql,
+    run_pk: int,
     report: StepReport,
     max_catch_up_steps: int,
 ) -> dict[str, Any]:
     """The write path, inside the caller's transaction: lock, then replay, advance or refuse."""
     target = report.step
-    run = connection.execute(_LOCK_RUN_FOR_STEP, {"run_id": run_id}).first()
-    if run is None:
-        raise _run_not_found(run_id)
+    run = connection.exec_driver_sql(sql.lock_run, {"run_pk": run_pk}).one()
     if target <= run.step:
-        recorded = connection.execute(_SELECT_CURRENT_ROW, {"run_pk": run.id, "step": target}).one()
-        return _replay_answer(recorded)
+        recorded = connection.exec_driver_sql(
+            sql.current_row, {"run_pk": run_pk, "step": target}
+        ).one()
+        return _replay_answer(sql, recorded)
     gap = target - run.step
     if gap > max_catch_up_steps:
         raise _invalid(
@@ -577,7 +623,9 @@ def _advance(
             f"step {target} is {gap} steps ahead of the run (at step {run.step}); "
             f"at most {max_catch_up_steps} steps are caught up in one report",
         )
-    scheduler = _restore(run.scheduler, run.param_groups, run.state)
+    scheduler = _restore(
+        sql.json_value(run.scheduler), sql.json_value(run.param_groups), sql.json_value(run.state)
+    )
     if gap > 1 and scheduler.uses_metric:
         raise StepOutOfOrder(
             f"this schedule reads a metric at every step, so the next report must be "
@@ -585,7 +633,7 @@ def _advance(
             expected_step=run.step + 1,
         )
     now = _now()
-    metrics = encode_floats(report.metrics)
+    recorded_at = sql.timestamp(now)
     step_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
     stepped_events: list[tuple[int, dict[str, Any]]] = []
@@ -595,59 +643,36 @@ def _advance(
         events = _event_dicts(outcome.events)
         answer_events.extend(events)
         stepped_events.extend((step, event) for event in events)
+        lr = encode_floats(outcome.lr)
+        momentum = encode_floats(outcome.momentum)
         step_rows.append(
             {
-                "run_pk": run.id,
+                "run_pk": run_pk,
                 "step": step,
-                "lr": encode_floats(outcome.lr),
-                "momentum": encode_floats(outcome.momentum),
-                "state": scheduler.state(),
-                "metrics": metrics if is_last else {},
+                "lr": _json_text(lr),
+                "momentum": _json_text(momentum),
+                "state": _json_text(scheduler.state()),
+                "metrics": _json_text(encode_floats(report.metrics)) if is_last else "{}",
                 "worker": report.worker,
                 # A replay of the reported step answers what this report answered.
-                "events": answer_events if is_last else events,
+                "events": _json_text(answer_events if is_last else events),
                 "stop": outcome.stop,
-                "superseded": False,
-                "recorded_at": now,
+                "now": recorded_at,
             }
         )
+    _record_steps(connection, sql, step_rows)
+    _insert_events(connection, run_pk, stepped_events, now)
+    return _step_answer(target, lr, momentum, False, answer_events, outcome.stop)
+
+
+def _record_steps(connection: Connection, sql: _DriverSql, step_rows: list[dict[str, Any]]) -> None:
+    """Insert the new Step rows and move the run to the last one (its values, its time)."""
     last = step_rows[-1]
-    _record_steps(connection, database, step_rows)
-    _insert_events(connection, run.id, stepped_events, now)
-    return _step_answer(target, last["lr"], last["momentum"], False, answer_events, last["stop"])
-
-
-def _record_steps(
-    connection: Connection, database: Database, step_rows: list[dict[str, Any]]
-) -> None:
-    """Insert the new Step rows and move the run to the last one.
-
-    One step on PostgreSQL is a single statement (the INSERT as a CTE of the
-    UPDATE): one round trip fewer on the path every report of a new step takes.
-    """
-    last = step_rows[-1]
-    run_values = {
-        "run_pk": last["run_pk"],
-        "new_step": last["step"],
-        "new_state": last["state"],
-        "new_lr": last["lr"],
-        "new_momentum": last["momentum"],
-        "now": last["recorded_at"],
-    }
-    if len(step_rows) == 1 and database.dialect == "postgresql":
-        connection.execute(
-            _RECORD_ONE_STEP_POSTGRESQL,
-            {
-                **run_values,
-                "metrics": last["metrics"],
-                "worker": last["worker"],
-                "events": last["events"],
-                "stop": last["stop"],
-            },
-        )
+    if len(step_rows) == 1 and sql.record_one_step is not None:
+        connection.exec_driver_sql(sql.record_one_step, last)
         return
-    connection.execute(_INSERT_STEP, step_rows[0] if len(step_rows) == 1 else step_rows)
-    connection.execute(_UPDATE_RUN_AFTER_STEP, run_values)
+    connection.exec_driver_sql(sql.insert_step, last if len(step_rows) == 1 else step_rows)
+    connection.exec_driver_sql(sql.update_run, last)
 
 
 def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> StepOutcome:
@@ -685,27 +710,25 @@ def _insert_events(
     )
 
 
+@retry_on_conflict
 def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
     """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row."""
+    sql = _DRIVER_SQL[database.dialect]
     with database.read_engine.connect() as connection:
         if step is None:
-            row = connection.execute(
-                sa.select(_runs.step, _runs.lr, _runs.momentum).where(_runs.run_id == run_id)
-            ).first()
-            if row is None:
-                raise _run_not_found(run_id)
+            row = connection.exec_driver_sql(sql.current_lr, {"run_id": run_id}).first()
         else:
-            found = connection.execute(
-                _SELECT_RECORDED_FOR_REPLAY, {"run_id": run_id, "step": step}
+            row = connection.exec_driver_sql(
+                sql.recorded_step, {"run_id": run_id, "step": step}
             ).first()
-            if found is None:
-                raise _run_not_found(run_id)
-            if found.lr is None:
-                raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
-            row = found
-    answer: dict[str, Any] = {"step": row.step, "lr": row.lr}
-    if row.momentum is not None:
-        answer["momentum"] = row.momentum
+    if row is None:
+        raise _run_not_found(run_id)
+    if row.lr is None:
+        raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
+    answer: dict[str, Any] = {"step": row.step, "lr": sql.json_value(row.lr)}
+    momentum = sql.json_value(row.momentum)
+    if momentum is not None:
+        answer["momentum"] = momentum
     return answer
 
 
@@ -819,6 +842,7 @@ def _run_summary(connection: Connection, run_id: str) -> Row[Any]:
     return run
 
 
+@retry_on_conflict
 def history(database: Database, run_id: str, query: HistoryQuery, *, max_limit: int) -> HistoryPage:
     """The run's steps in order, keyset-paged on (step, id) — never OFFSET."""
     limit = _page_limit(query.limit, DEFAULT_HISTORY_LIMIT, max_limit)
@@ -878,6 +902,7 @@ def history(database: Database, run_id: str, query: HistoryQuery, *, max_limit: 
     )
 
 
+@retry_on_conflict
 def list_events(
     database: Database, run_id: str, *, limit: int | None, cursor: str | None, max_limit: int
 ) -> Page:
@@ -945,6 +970,7 @@ def scheduler_types() -> dict[str, Any]:
     return {"items": encode_floats(schedules.scheduler_types())}
 
 
+@retry_on_conflict
 def lr_suggestion(database: Database, run_id: str) -> dict[str, Any]:
     """The range test's suggestion, from the lrs and losses its current line recorded.
 

@@ -144,16 +144,16 @@ def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JS
         **INVALID,
     },
 )
-def report_step(
-    run_id: RunId, body: StepReport, database: DatabaseDependency, settings: SettingsDependency
-) -> JSONResponse:
+def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONResponse:
     """Report that a worker finished ``step``; answers the lr to use from now on.
 
     The first report of a step advances the schedule; every later one (other
     ranks, retries) replays what was recorded, with ``replayed: true``.
     """
+    # The hot path reads the app's state directly: two fewer dependencies to resolve.
+    state = request.app.state
     answer = runs.report_step(
-        database, run_id, body, max_catch_up_steps=settings.max_catch_up_steps
+        state.database, run_id, body, max_catch_up_steps=state.settings.max_catch_up_steps
     )
     return JSONResponse(answer)
 
@@ -165,11 +165,11 @@ def report_step(
 )
 def get_lr(
     run_id: RunId,
-    database: DatabaseDependency,
+    request: Request,
     step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
 ) -> JSONResponse:
     """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
-    return JSONResponse(runs.current_lr(database, run_id, step))
+    return JSONResponse(runs.current_lr(request.app.state.database, run_id, step))
 
 
 @router.post(

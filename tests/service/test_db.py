@@ -3,11 +3,14 @@
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
+from service import runs
 from service.db import normalize_url, open_database, upgrade_to_head
-from tests.conftest import DatabaseProvider
+from service.schemas import RunCreate, StepReport
+from tests.conftest import BACKENDS, Backend, DatabaseProvider
 
 
 def test_sqlite_connections_are_durable_wal_with_foreign_keys(tmp_path: Path) -> None:
@@ -89,12 +92,60 @@ def test_postgresql_transactions_are_read_committed_and_unlocked_in_process(
     database = open_database(database_provider.fresh_url("postgresql"))
     try:
         assert database.dialect == "postgresql"
-        assert database.read_engine is database.engine
         with database.engine.begin() as connection:
             isolation = connection.exec_driver_sql("SHOW transaction_isolation").scalar_one()
         assert isolation == "read committed"
         with database.write_lock, database.write_lock:
             pass  # a no-op: PostgreSQL's row locks order the writers
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reads_leave_no_transaction_open(
+    backend: Backend, database_provider: DatabaseProvider
+) -> None:
+    """Reads run in autocommit: no BEGIN before them, nothing to roll back after them."""
+    url = database_provider.fresh_url(backend)
+    upgrade_to_head(url)
+    database = open_database(url)
+    try:
+        with database.read_engine.connect() as connection:
+            connection.exec_driver_sql("SELECT count(*) FROM runs").scalar_one()
+            driver_connection = connection.connection.driver_connection
+            if backend == "sqlite":
+                assert not driver_connection.in_transaction  # type: ignore[union-attr]
+            else:
+                assert (
+                    driver_connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                )  # type: ignore[union-attr]
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
+    database_provider: DatabaseProvider,
+) -> None:
+    """No pre-ping: a dropped pooled connection fails its statement once, and the use case
+    runs again on a fresh connection instead of answering 500."""
+    url = database_provider.fresh_url("postgresql")
+    upgrade_to_head(url)
+    database = open_database(url)
+    run = RunCreate.model_validate(
+        {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
+    )
+    try:
+        runs.create_run(database, "dropped", run, max_param_groups=4)
+        runs.report_step(database, "dropped", StepReport(step=1), max_catch_up_steps=10)
+        with database.engine.connect() as admin:
+            admin.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        answer = runs.report_step(database, "dropped", StepReport(step=2), max_catch_up_steps=10)
+        assert (answer["step"], answer["replayed"]) == (2, False)
+        assert runs.current_lr(database, "dropped", None)["step"] == 2
     finally:
         database.dispose()
 
