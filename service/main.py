@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from service.config import Settings
 from service.db import open_database
-from service.metrics import MetricsMiddleware, create_metrics
+from service.edge import EdgeMiddleware
+from service.metrics import create_metrics
 from service.problems import install_problem_handlers
 from service.routes import health, history, pages, runs, schedulers
 
@@ -53,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = create_metrics()
     install_problem_handlers(app)
-    # Added last, so it sits outside the 500 handler and counts those answers too.
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Counts every answer and answers what nothing else handled with a 500 (service.edge).
+    app.add_middleware(EdgeMiddleware, metrics=app.state.metrics)
     for routes in (health, runs, history, schedulers, pages):
         app.include_router(routes.router)
     return app

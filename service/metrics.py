@@ -1,4 +1,4 @@
-"""Prometheus counters for one app, and the middleware that feeds them.
+"""Prometheus counters for one app, and the recorder service.edge feeds them through.
 
 Each app gets its own registry (built in create_app, never at import) so two
 apps in one process — tests do that — count separately. With ``--workers N``
@@ -17,7 +17,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 METRICS_MEDIA_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 STEP_ROUTE = "/v1/runs/{run_id}/steps"
@@ -64,41 +63,25 @@ def create_metrics() -> Metrics:
     )
 
 
-class MetricsMiddleware:
-    """Counts every HTTP answer under the route template that produced it.
+class AnswerRecorder:
+    """Counts answers into one app's Metrics (service.edge calls it once per request).
 
     The labelled children are looked up once per (method, route, status) and kept:
     ``labels()`` takes a lock and builds a key on every call, which the hot path
     would otherwise pay on each request.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._recorders: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
-            key = (scope["method"], route, status)
-            record = self._recorders.get(key)
-            if record is None:
-                record = self._recorders[key] = self._recorder(*key)
-            record(time.perf_counter() - started)
+    def record(self, method: str, route: str, status: int, started: float) -> None:
+        """Count one answer that began at ``started`` (a ``time.perf_counter()`` reading)."""
+        key = (method, route, status)
+        record = self._recorders.get(key)
+        if record is None:
+            record = self._recorders[key] = self._recorder(*key)
+        record(time.perf_counter() - started)
 
     def _recorder(self, method: str, route: str, status: int) -> Callable[[float], None]:
         """What answering ``method route`` with ``status`` counts, as one call."""

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from service.schedules.codec import encode_floats
 
@@ -198,37 +198,14 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     return http_exception_response(exc.status_code, detail, exc.headers)
 
 
-class UnexpectedErrorMiddleware:
-    """Turns an exception nothing else handled into a generic 500 problem.
+def log_unexpected_error(scope: Scope) -> None:
+    """Log the exception being handled, traceback included (service.edge's safety net)."""
+    logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
 
-    The traceback goes to the log, never into the answer. A pure ASGI middleware
-    rather than an ``Exception`` handler: Starlette re-raises after such a
-    handler, which would log every failure twice.
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracking_start)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if response_started:
-                raise
-            problem = InternalError("the service failed to handle this request; see its log")
-            await problem_response(problem)(scope, receive, send)
+def internal_error_response() -> Response:
+    """The generic 500: what failed is in the log, never in the answer."""
+    return problem_response(InternalError("the service failed to handle this request; see its log"))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -236,4 +213,3 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _render_problem)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_exception)
-    app.add_middleware(UnexpectedErrorMiddleware)

@@ -274,6 +274,31 @@ def test_an_invalid_step_report_is_a_422_naming_the_field(
     assert get_run(client, run_id) == before
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"", "application/json"),
+        (b'{"step": ', "application/json"),
+        (b'{"step": 1}', "text/plain"),
+        (b'{"step": 1}', None),
+        (b"[1]", "application/merge-patch+json"),
+    ],
+)
+def test_a_step_report_body_that_is_empty_broken_or_not_json_is_a_422_naming_the_body(
+    client: httpx.Client, content: bytes, content_type: str | None
+) -> None:
+    # Whatever the bytes, the hot route and PATCH /runs/{id} refuse them with the same
+    # problem, and nothing is stored.
+    run_id = create_run(client, COSINE, SGD)
+    headers = {"content-type": content_type} if content_type else {}
+    step_answer = client.post(f"/v1/runs/{run_id}/steps", content=content, headers=headers)
+    patch_answer = client.patch(f"/v1/runs/{run_id}", content=content, headers=headers)
+    problem = assert_problem(step_answer, 422, "invalid-request")
+    assert problem == assert_problem(patch_answer, 422, "invalid-request")
+    assert problem["errors"][0]["loc"][0] == "body"
+    assert get_run(client, run_id)["step"] == 0
+
+
 def test_a_step_report_for_an_unknown_run_is_a_404(client: httpx.Client) -> None:
     assert_problem(report(client, new_run_id(), 1), 404, "not-found")
 
