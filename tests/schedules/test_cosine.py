@@ -1,7 +1,6 @@
 """CosineAnnealingLR and CosineAnnealingWarmRestarts against real torch 2.13.0, float for float."""
 
 import copy
-import json
 import random
 import warnings
 from typing import Any
@@ -13,6 +12,7 @@ from torch.optim import lr_scheduler
 from service.schedules import registry
 from service.schedules.cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts
 from service.schedules.errors import InvalidConfig
+from tests.schedules.engine_harness import build, restore
 from tests.schedules.torch_oracle import make_optimizer, run_in_torch
 
 pytestmark = pytest.mark.torch
@@ -34,21 +34,6 @@ def random_groups(rng: random.Random) -> Groups:
             group["momentum"] = 0.9
         groups.append(group)
     return groups
-
-
-def build(scheduler_class: SchedulerClass, groups: Groups, **params: Any) -> Any:
-    scheduler = scheduler_class(groups, scheduler_class.Params(**params))
-    scheduler.start()
-    return scheduler
-
-
-def restore(
-    scheduler_class: SchedulerClass, config_groups: Groups, saved: Any, **params: Any
-) -> Any:
-    """What the service does with a stored run: registry.restore from config, groups and state."""
-    state = json.loads(json.dumps(saved, allow_nan=False))
-    config = {"type": scheduler_class.type_name, "params": params}
-    return registry.restore(config, copy.deepcopy(config_groups), state)
 
 
 def engine_lrs(

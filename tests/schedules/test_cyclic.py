@@ -1,7 +1,6 @@
 """CyclicLR and OneCycleLR against real torch 2.13.0: lrs and momenta float for float."""
 
 import copy
-import json
 import random
 import warnings
 from typing import Any
@@ -12,6 +11,7 @@ from torch.optim import lr_scheduler
 from service.schedules import registry
 from service.schedules.cyclic import CyclicLR, OneCycleLR
 from service.schedules.errors import InvalidConfig, InvalidStepValue, StepPastEnd
+from tests.schedules.engine_harness import build, restore
 from tests.schedules.torch_oracle import TorchError, TorchRun, make_optimizer, run_in_torch
 
 pytestmark = pytest.mark.torch
@@ -42,21 +42,6 @@ def per_group_or_one(rng: random.Random, count: int, low: float, high: float) ->
     if rng.random() < 0.5:
         return rng.uniform(low, high)
     return [rng.uniform(low, high) for _ in range(count)]
-
-
-def build(scheduler_class: SchedulerClass, groups: Groups, **params: Any) -> Any:
-    scheduler = scheduler_class(groups, scheduler_class.Params(**params))
-    scheduler.start()
-    return scheduler
-
-
-def restore(
-    scheduler_class: SchedulerClass, config_groups: Groups, saved: Any, **params: Any
-) -> Any:
-    """What the service does with a stored run: registry.restore from config, groups and state."""
-    state = json.loads(json.dumps(saved, allow_nan=False))
-    config = {"type": scheduler_class.type_name, "params": params}
-    return registry.restore(config, copy.deepcopy(config_groups), state)
 
 
 def engine_run(
