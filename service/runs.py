@@ -18,7 +18,8 @@ nothing) before it returns, so a 200 built from its result is durable.
   codec-encoded (non-finite floats as strings).
 
 The hot path (:func:`report_step`, :func:`current_lr`) runs a handful of driver
-SQL statements written out below; everything else uses SQLAlchemy Core.
+SQL statements written out below, on the driver's own cursor; everything else uses
+SQLAlchemy Core.
 """
 
 import base64
@@ -137,9 +138,10 @@ _INSERT_EVENT = sa.insert(events_table)
 
 # -- the hot path's SQL -------------------------------------------------------------
 #
-# Reporting a step and reading the lr run as driver SQL (``exec_driver_sql``), inside
-# the same engines and transactions as everything else: nothing to compile, cache-key
-# or bind-process per call, and each JSON value is serialized once by us (the run's
+# Reporting a step and reading the lr run as driver SQL on the DBAPI cursor of the
+# connection SQLAlchemy checked out (:func:`_driver_cursor`), inside the same engines,
+# pools and transactions as everything else: nothing to compile, cache-key, bind-process
+# or wrap in a Result per call, and each JSON value is serialized once by us (the run's
 # new state goes into both the step row and the run row). The values are stored
 # exactly as SQLAlchemy's JSON and timestamp types store them, so every other reader
 # decodes them as usual. Written with ``:name`` parameters (sqlite3's style) and
@@ -244,6 +246,43 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         boolean=_same,
     ),
 }
+
+
+def _driver_cursor(
+    connection: Connection, statement: str, parameters: Mapping[str, Any] | Sequence[Any]
+) -> Any:
+    """Run ``statement`` on the DBAPI connection ``connection`` has checked out.
+
+    Same connection, same transaction, none of SQLAlchemy's per-statement work. A
+    driver error goes through SQLAlchemy's own handling, as if ``exec_driver_sql``
+    had raised it: wrapped in a DBAPIError (so :func:`_is_transient` sees its sqlstate
+    or sqlite message), and on a connection the server dropped the connection and the
+    pool's older ones are invalidated (``connection_invalidated``, retried).
+    """
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None
+    cursor = driver_connection.cursor()
+    try:
+        if isinstance(parameters, Mapping):
+            cursor.execute(statement, parameters)
+        else:
+            cursor.executemany(statement, parameters)
+    except connection.dialect.loaded_dbapi.Error as error:
+        # The one private call here: it is exactly what exec_driver_sql does on an error.
+        connection._handle_dbapi_exception(error, statement, parameters, cursor, None)
+    return cursor
+
+
+def _driver_row(
+    connection: Connection, statement: str, parameters: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The first row ``statement`` returns (a plain tuple), or None."""
+    cursor = _driver_cursor(connection, statement, parameters)
+    try:
+        row: tuple[Any, ...] | None = cursor.fetchone()
+    except connection.dialect.loaded_dbapi.Error as error:
+        connection._handle_dbapi_exception(error, statement, parameters, cursor, None)
+    return row
 
 
 def _now() -> datetime:
@@ -578,26 +617,31 @@ def report_step(
     """
     sql = _DRIVER_SQL[database.dialect]
     with database.read_engine.connect() as connection:
-        recorded = connection.exec_driver_sql(
-            sql.recorded_step, {"run_id": run_id, "step": report.step}
-        ).first()
+        recorded = _driver_row(
+            connection, sql.recorded_step, {"run_id": run_id, "step": report.step}
+        )
     if recorded is None:
         raise _run_not_found(run_id)
-    if recorded.lr is not None:
-        return _replay_answer(sql, recorded)
+    run_pk, *recorded_step = recorded
+    if recorded_step[1] is not None:
+        return _replay_answer(sql, recorded_step)
     with database.write_lock, database.engine.begin() as connection:
-        return _advance(connection, sql, recorded.id, report, max_catch_up_steps)
+        return _advance(connection, sql, run_pk, report, max_catch_up_steps)
 
 
-def _replay_answer(sql: _DriverSql, recorded: Row[Any]) -> dict[str, Any]:
-    """What the recorded step answered when it was new, with ``replayed: true``."""
+def _replay_answer(sql: _DriverSql, recorded: Sequence[Any]) -> dict[str, Any]:
+    """What the recorded step answered when it was new, with ``replayed: true``.
+
+    ``recorded`` is a step row's (step, lr, momentum, events, stop).
+    """
+    step, lr, momentum, events, stop = recorded
     return _step_answer(
-        recorded.step,
-        sql.json_value(recorded.lr),
-        sql.json_value(recorded.momentum),
+        step,
+        sql.json_value(lr),
+        sql.json_value(momentum),
         True,
-        sql.json_value(recorded.events),
-        sql.boolean(recorded.stop),
+        sql.json_value(events),
+        sql.boolean(stop),
     )
 
 
@@ -610,34 +654,37 @@ def _advance(
 ) -> dict[str, Any]:
     """The write path, inside the caller's transaction: lock, then replay, advance or refuse."""
     target = report.step
-    run = connection.exec_driver_sql(sql.lock_run, {"run_pk": run_pk}).one()
-    if target <= run.step:
-        recorded = connection.exec_driver_sql(
-            sql.current_row, {"run_pk": run_pk, "step": target}
-        ).one()
+    locked = _driver_row(connection, sql.lock_run, {"run_pk": run_pk})
+    assert locked is not None  # runs are never deleted
+    run_step, stored_scheduler, stored_groups, stored_state = locked
+    if target <= run_step:
+        recorded = _driver_row(connection, sql.current_row, {"run_pk": run_pk, "step": target})
+        assert recorded is not None  # every step up to the run's is on its current line
         return _replay_answer(sql, recorded)
-    gap = target - run.step
+    gap = target - run_step
     if gap > max_catch_up_steps:
         raise _invalid(
             ["body", "step"],
-            f"step {target} is {gap} steps ahead of the run (at step {run.step}); "
+            f"step {target} is {gap} steps ahead of the run (at step {run_step}); "
             f"at most {max_catch_up_steps} steps are caught up in one report",
         )
     scheduler = _restore(
-        sql.json_value(run.scheduler), sql.json_value(run.param_groups), sql.json_value(run.state)
+        sql.json_value(stored_scheduler),
+        sql.json_value(stored_groups),
+        sql.json_value(stored_state),
     )
     if gap > 1 and scheduler.uses_metric:
         raise StepOutOfOrder(
             f"this schedule reads a metric at every step, so the next report must be "
-            f"step {run.step + 1}, not {target}",
-            expected_step=run.step + 1,
+            f"step {run_step + 1}, not {target}",
+            expected_step=run_step + 1,
         )
     now = _now()
     recorded_at = sql.timestamp(now)
     step_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
     stepped_events: list[tuple[int, dict[str, Any]]] = []
-    for step in range(run.step + 1, target + 1):
+    for step in range(run_step + 1, target + 1):
         is_last = step == target
         outcome = _step_engine(scheduler, report.metrics if is_last else None)
         events = _event_dicts(outcome.events)
@@ -669,10 +716,10 @@ def _record_steps(connection: Connection, sql: _DriverSql, step_rows: list[dict[
     """Insert the new Step rows and move the run to the last one (its values, its time)."""
     last = step_rows[-1]
     if len(step_rows) == 1 and sql.record_one_step is not None:
-        connection.exec_driver_sql(sql.record_one_step, last)
+        _driver_cursor(connection, sql.record_one_step, last)
         return
-    connection.exec_driver_sql(sql.insert_step, last if len(step_rows) == 1 else step_rows)
-    connection.exec_driver_sql(sql.update_run, last)
+    _driver_cursor(connection, sql.insert_step, last if len(step_rows) == 1 else step_rows)
+    _driver_cursor(connection, sql.update_run, last)
 
 
 def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> StepOutcome:
@@ -716,17 +763,17 @@ def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, A
     sql = _DRIVER_SQL[database.dialect]
     with database.read_engine.connect() as connection:
         if step is None:
-            row = connection.exec_driver_sql(sql.current_lr, {"run_id": run_id}).first()
+            row = _driver_row(connection, sql.current_lr, {"run_id": run_id})
         else:
-            row = connection.exec_driver_sql(
-                sql.recorded_step, {"run_id": run_id, "step": step}
-            ).first()
+            recorded = _driver_row(connection, sql.recorded_step, {"run_id": run_id, "step": step})
+            row = None if recorded is None else recorded[1:4]
     if row is None:
         raise _run_not_found(run_id)
-    if row.lr is None:
+    row_step, lr, momentum = row
+    if lr is None:
         raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
-    answer: dict[str, Any] = {"step": row.step, "lr": sql.json_value(row.lr)}
-    momentum = sql.json_value(row.momentum)
+    answer: dict[str, Any] = {"step": row_step, "lr": sql.json_value(lr)}
+    momentum = sql.json_value(momentum)
     if momentum is not None:
         answer["momentum"] = momentum
     return answer
