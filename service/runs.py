@@ -364,11 +364,6 @@ def _build(
     return normalized, scheduler
 
 
-def _restore(scheduler_config: Any, param_groups: Any, state: Any) -> Scheduler:
-    # The engine refuses non-finite config values, so a stored config needs no decoding.
-    return schedules.restore(scheduler_config, param_groups, state)
-
-
 def _check_param_group_count(param_groups: Sequence[object], max_param_groups: int) -> None:
     if len(param_groups) > max_param_groups:
         raise _invalid(
@@ -668,7 +663,8 @@ def _advance(
             f"step {target} is {gap} steps ahead of the run (at step {run_step}); "
             f"at most {max_catch_up_steps} steps are caught up in one report",
         )
-    scheduler = _restore(
+    # The engine refuses non-finite config values, so a stored config needs no decoding.
+    scheduler = schedules.restore(
         sql.json_value(stored_scheduler),
         sql.json_value(stored_groups),
         sql.json_value(stored_state),
@@ -801,7 +797,7 @@ def set_lr(database: Database, run_id: str, change: LrChange) -> dict[str, Any]:
                 f"the run has {len(run.lr)} param groups, so lr needs {len(run.lr)} values, "
                 f"got {len(change.lr)}",
             )
-        scheduler = _restore(run.scheduler, run.param_groups, run.state)
+        scheduler = schedules.restore(run.scheduler, run.param_groups, run.state)
         scheduler.set_lr(change.lr)
         new_lr = encode_floats(scheduler.lrs())
         now = _now()
