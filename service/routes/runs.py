@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from service import runs
 from service.auth import require_read, require_write
-from service.config import Settings
+from service.config import Settings, get_settings
 from service.db import Database, get_database
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.schemas import (
@@ -44,12 +44,6 @@ RunId = Annotated[
     ),
 ]
 DatabaseDependency = Annotated[Database, Depends(get_database)]
-
-
-def get_settings(request: Request) -> Settings:
-    """FastAPI dependency: the settings the app was created with."""
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 SettingsDependency = Annotated[Settings, Depends(get_settings)]
