@@ -147,7 +147,11 @@ def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONRespon
     # The hot path reads the app's state directly: two fewer dependencies to resolve.
     state = request.app.state
     answer = runs.report_step(
-        state.database, run_id, body, max_catch_up_steps=state.settings.max_catch_up_steps
+        state.database,
+        run_id,
+        body,
+        max_catch_up_steps=state.settings.max_catch_up_steps,
+        recorded_steps=state.recorded_steps,
     )
     return JSONResponse(answer)
 

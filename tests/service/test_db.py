@@ -137,13 +137,26 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     )
     try:
         runs.create_run(database, "dropped", run, max_param_groups=4)
-        runs.report_step(database, "dropped", StepReport(step=1), max_catch_up_steps=10)
+        recorded_steps = runs.RecordedSteps()
+        runs.report_step(
+            database,
+            "dropped",
+            StepReport(step=1),
+            max_catch_up_steps=10,
+            recorded_steps=recorded_steps,
+        )
         with database.engine.connect() as admin:
             admin.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        answer = runs.report_step(database, "dropped", StepReport(step=2), max_catch_up_steps=10)
+        answer = runs.report_step(
+            database,
+            "dropped",
+            StepReport(step=2),
+            max_catch_up_steps=10,
+            recorded_steps=recorded_steps,
+        )
         assert (answer["step"], answer["replayed"]) == (2, False)
         assert runs.current_lr(database, "dropped", None)["step"] == 2
     finally:
