@@ -4,6 +4,7 @@ uvicorn calls it as a factory (``service.main:create_app``), so every worker
 process reads its settings from the environment; tests pass their own.
 """
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -41,6 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # thread for a connection, and fewer threads contend for the GIL; the rest
         # wait their turn on the event loop, which costs nothing.
         to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
+        # What exists by now (modules, the app, its routes and schemas: ~120k objects)
+        # lives as long as the process. Frozen, the collector's full passes skip it;
+        # unfrozen, each pass measured 70-80 ms, several a minute under load, which
+        # set the p99 of every endpoint.
+        gc.freeze()
         try:
             yield
         finally:
