@@ -24,11 +24,13 @@ SQLAlchemy Core.
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -159,7 +161,6 @@ _SELECT_CURRENT_ROW = sa.select(
 )
 
 _INSERT_STEP = sa.insert(steps_table)
-_INSERT_EVENT = sa.insert(events_table)
 
 
 # -- the hot path's SQL -------------------------------------------------------------
@@ -194,6 +195,10 @@ INSERT INTO steps
   (run_pk, step, lr, momentum, state, metrics, worker, events, stop, superseded, recorded_at)
 VALUES
   (:run_pk, :step, :lr, :momentum, :state, :metrics, :worker, :events, :stop, false, :now)"""
+
+_SQL_INSERT_EVENT = """
+INSERT INTO events (run_pk, step, kind, detail, recorded_at)
+VALUES (:run_pk, :step, :kind, :detail, :now)"""
 
 _SQL_UPDATE_RUN = """
 UPDATE runs SET step = :step, lr = :lr, momentum = :momentum, state = :state, updated_at = :now
@@ -230,6 +235,23 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _unpipelined(_connection: Connection) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def _psycopg_pipeline(connection: Connection) -> AbstractContextManager[Any]:
+    """psycopg's pipeline mode: statements nothing waits on travel with the next one waited on.
+
+    Inside it the write path's implicit BEGIN leaves with the row lock, and the step's
+    insert-and-update with the COMMIT: two round trips for a new step instead of four.
+    An error in a queued statement surfaces at the COMMIT, which SQLAlchemy wraps and
+    rolls back as any other (service.runs retries the transient ones).
+    """
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None
+    return driver_connection.pipeline()  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class _DriverSql:
     """The hot path's statements and value conversions for one backend's driver."""
@@ -240,10 +262,12 @@ class _DriverSql:
     current_row: str
     insert_step: str
     update_run: str
+    insert_event: str
     record_one_step: str | None  # one statement for insert + update, where the backend can
     timestamp: Callable[[datetime], Any]
     json_value: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
     boolean: Callable[[Any], bool | None]
+    pipeline: Callable[[Connection], AbstractContextManager[Any]]  # around a write transaction
 
 
 _DRIVER_SQL: dict[str, _DriverSql] = {
@@ -254,10 +278,12 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         current_row=_SQL_CURRENT_ROW,
         insert_step=_SQL_INSERT_STEP,
         update_run=_SQL_UPDATE_RUN,
+        insert_event=_SQL_INSERT_EVENT,
         record_one_step=None,
         timestamp=_sqlite_timestamp,
         json_value=_sqlite_json,  # JSON columns are TEXT
         boolean=_sqlite_boolean,
+        pipeline=_unpipelined,  # an embedded database has no round trips to save
     ),
     "postgresql": _DriverSql(
         recorded_step=_pyformat(_SQL_RECORDED_STEP),
@@ -266,10 +292,12 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         current_row=_pyformat(_SQL_CURRENT_ROW),
         insert_step=_pyformat(_SQL_INSERT_STEP),
         update_run=_pyformat(_SQL_UPDATE_RUN),
+        insert_event=_pyformat(_SQL_INSERT_EVENT),
         record_one_step=_pyformat(_SQL_RECORD_ONE_STEP),
         timestamp=_same,
         json_value=_same,  # psycopg decodes jsonb itself
         boolean=_same,
+        pipeline=_psycopg_pipeline,
     ),
 }
 
@@ -464,7 +492,8 @@ def create_run(
                     "recorded_at": now,
                 },
             )
-            _insert_events(connection, run_pk, [(outcome.step, event) for event in events], now)
+            step_events = [(outcome.step, event) for event in events]
+            _insert_events(connection, _DRIVER_SQL[database.dialect], run_pk, step_events, now)
             return True, _run_answer(new_run)
         existing = connection.execute(_SELECT_RUN.with_for_update(), {"run_id": run_id}).one()
         differences = [
@@ -677,7 +706,12 @@ def report_step(
             raise _run_not_found(run_id)
         if recorded[2] is not None:
             return _replay_answer(sql, recorded[1:])
-    with database.write_lock, database.engine.begin() as connection:
+    with (
+        database.write_lock,
+        database.engine.connect() as connection,
+        sql.pipeline(connection),
+        connection.begin(),
+    ):
         answer = _advance(connection, sql, run_id, report, max_catch_up_steps)
     recorded_steps.saw(run_id, answer["step"])
     return answer
@@ -764,7 +798,7 @@ def _advance(
             }
         )
     _record_steps(connection, sql, step_rows)
-    _insert_events(connection, run_pk, stepped_events, now)
+    _insert_events(connection, sql, run_pk, stepped_events, now)
     return _step_answer(target, lr, momentum, False, answer_events, outcome.stop)
 
 
@@ -792,25 +826,27 @@ def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> S
 
 def _insert_events(
     connection: Connection,
+    sql: _DriverSql,
     run_pk: int,
     events: Sequence[tuple[int, dict[str, Any]]],
     now: datetime,
 ) -> None:
+    """Record events as driver SQL, which also runs inside psycopg's pipeline (SQLAlchemy's
+    result handling does not: it reads the cursor before the pipeline has synced)."""
     if not events:
         return
-    connection.execute(
-        _INSERT_EVENT,
-        [
-            {
-                "run_pk": run_pk,
-                "step": step,
-                "kind": event["kind"],
-                "detail": event["detail"],
-                "recorded_at": now,
-            }
-            for step, event in events
-        ],
-    )
+    recorded_at = sql.timestamp(now)
+    rows = [
+        {
+            "run_pk": run_pk,
+            "step": step,
+            "kind": event["kind"],
+            "detail": _json_text(event["detail"]),
+            "now": recorded_at,
+        }
+        for step, event in events
+    ]
+    _driver_cursor(connection, sql.insert_event, rows)
 
 
 @retry_on_conflict
@@ -864,7 +900,8 @@ def set_lr(database: Database, run_id: str, change: LrChange) -> dict[str, Any]:
         detail: dict[str, Any] = {"from": run.lr, "to": new_lr}
         if change.reason is not None:
             detail["reason"] = change.reason
-        _insert_events(connection, run.id, [(run.step, {"kind": "lr_set", "detail": detail})], now)
+        lr_set = [(run.step, {"kind": "lr_set", "detail": detail})]
+        _insert_events(connection, _DRIVER_SQL[database.dialect], run.id, lr_set, now)
         updated = connection.execute(
             sa.update(runs_table)
             .where(_runs.id == run.id)
@@ -896,7 +933,8 @@ def rewind(database: Database, run_id: str, step: int) -> dict[str, Any]:
             .values(superseded=True)
         )
         detail = {"from": run.step, "to": step}
-        _insert_events(connection, run.id, [(step, {"kind": "rewind", "detail": detail})], now)
+        rewound = [(step, {"kind": "rewind", "detail": detail})]
+        _insert_events(connection, _DRIVER_SQL[database.dialect], run.id, rewound, now)
         updated = connection.execute(
             sa.update(runs_table)
             .where(_runs.id == run.id)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerPool
+from tests.conftest import BACKENDS, Backend, ServerPool
 from tests.schedules.torch_oracle import run_in_torch
 
 COSINE = {"type": "CosineAnnealingLR", "params": {"T_max": 20, "eta_min": 0.001}}
@@ -427,6 +427,35 @@ def test_rewind_restores_step_k_and_supersedes_the_later_history(client: httpx.C
     assert [event["kind"] for event in events] == ["lr_set", "rewind"]
     assert events[1]["step"] == 2
     assert events[1]["detail"] == {"from": 4, "to": 2}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_replica_answers_the_new_line_after_another_replica_rewound_steps_it_had_seen(
+    server_factory: ServerPool, backend: Backend
+) -> None:
+    """Each process remembers the highest step it saw recorded, to choose between the read
+    and the write path; a rewind through another replica makes that memory stale, never
+    an answer wrong."""
+    first = server_factory(backend)
+    second = server_factory(backend, database_url=first.database_url)
+    with (
+        httpx.Client(base_url=first.base_url, timeout=30) as seen_four,
+        httpx.Client(base_url=second.base_url, timeout=30) as rewinder,
+    ):
+        run_id = create_run(seen_four, COSINE, SGD)
+        for step in (1, 2, 3, 4):
+            report_ok(seen_four, run_id, step)
+        assert rewinder.post(f"/v1/runs/{run_id}/rewind", json={"step": 2}).status_code == 200
+        edited = [0.05]
+        assert rewinder.post(f"/v1/runs/{run_id}/lr", json={"lr": edited}).status_code == 200
+        in_torch = run_in_torch(COSINE, SGD, steps=4, lr_edits={2: edited})
+        new_three = report_ok(seen_four, run_id, 3)
+        assert new_three == {"step": 3, "lr": in_torch.lr[3], "replayed": False, "events": []}
+        assert report_ok(seen_four, run_id, 3) == {**new_three, "replayed": True}
+        assert report_ok(rewinder, run_id, 3) == {**new_three, "replayed": True}
+        new_four = report_ok(rewinder, run_id, 4)
+        assert new_four["lr"] == in_torch.lr[4]
+        assert report_ok(seen_four, run_id, 4) == {**new_four, "replayed": True}
 
 
 def test_a_rewind_undoes_a_later_lr_change(client: httpx.Client) -> None:
