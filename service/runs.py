@@ -24,13 +24,11 @@ SQLAlchemy Core.
 
 import base64
 import binascii
-import contextlib
 import functools
 import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -235,23 +233,6 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _unpipelined(_connection: Connection) -> AbstractContextManager[Any]:
-    return contextlib.nullcontext()
-
-
-def _psycopg_pipeline(connection: Connection) -> AbstractContextManager[Any]:
-    """psycopg's pipeline mode: statements nothing waits on travel with the next one waited on.
-
-    Inside it the write path's implicit BEGIN leaves with the row lock, and the step's
-    insert-and-update with the COMMIT: two round trips for a new step instead of four.
-    An error in a queued statement surfaces at the COMMIT, which SQLAlchemy wraps and
-    rolls back as any other (service.runs retries the transient ones).
-    """
-    driver_connection = connection.connection.driver_connection
-    assert driver_connection is not None
-    return driver_connection.pipeline()  # type: ignore[no-any-return]
-
-
 @dataclass(frozen=True)
 class _DriverSql:
     """The hot path's statements and value conversions for one backend's driver."""
@@ -267,7 +248,6 @@ class _DriverSql:
     timestamp: Callable[[datetime], Any]
     json_value: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
     boolean: Callable[[Any], bool | None]
-    pipeline: Callable[[Connection], AbstractContextManager[Any]]  # around a write transaction
 
 
 _DRIVER_SQL: dict[str, _DriverSql] = {
@@ -283,7 +263,6 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         timestamp=_sqlite_timestamp,
         json_value=_sqlite_json,  # JSON columns are TEXT
         boolean=_sqlite_boolean,
-        pipeline=_unpipelined,  # an embedded database has no round trips to save
     ),
     "postgresql": _DriverSql(
         recorded_step=_pyformat(_SQL_RECORDED_STEP),
@@ -297,7 +276,6 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         timestamp=_same,
         json_value=_same,  # psycopg decodes jsonb itself
         boolean=_same,
-        pipeline=_psycopg_pipeline,
     ),
 }
 
@@ -706,12 +684,7 @@ def report_step(
             raise _run_not_found(run_id)
         if recorded[2] is not None:
             return _replay_answer(sql, recorded[1:])
-    with (
-        database.write_lock,
-        database.engine.connect() as connection,
-        sql.pipeline(connection),
-        connection.begin(),
-    ):
+    with database.write_lock, database.engine.begin() as connection:
         answer = _advance(connection, sql, run_id, report, max_catch_up_steps)
     recorded_steps.saw(run_id, answer["step"])
     return answer
@@ -831,8 +804,8 @@ def _insert_events(
     events: Sequence[tuple[int, dict[str, Any]]],
     now: datetime,
 ) -> None:
-    """Record events as driver SQL, which also runs inside psycopg's pipeline (SQLAlchemy's
-    result handling does not: it reads the cursor before the pipeline has synced)."""
+    """Record events with the hot path's driver SQL (plateau reductions and warm restarts
+    arrive with step reports)."""
     if not events:
         return
     recorded_at = sql.timestamp(now)
