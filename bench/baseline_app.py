@@ -119,7 +119,7 @@ class Store:
 
     def create_run(self, run_id: str, body: RunCreate) -> None:
         lrs = json.dumps(body.lrs)
-        state = json.dumps(_state(0, body.lrs, body.lrs))
+        state = json.dumps(state_of(0, body.lrs, body.lrs))
         with self._write_transaction() as connection:
             connection.execute(
                 self._sql(
@@ -145,7 +145,7 @@ class Store:
                 base_lrs, lrs = json.loads(base_lrs), json.loads(lrs)
             new_lrs = cosine_step(lrs, base_lrs, report.step, t_max)
             lr_json = json.dumps(new_lrs)
-            state_json = json.dumps(_state(report.step, base_lrs, new_lrs))
+            state_json = json.dumps(state_of(report.step, base_lrs, new_lrs))
             now = _now(self.dialect)
             connection.execute(
                 self._sql(
@@ -183,7 +183,7 @@ class Store:
         return {"step": step, "lr": json.loads(lrs) if self.dialect == "sqlite" else lrs}
 
 
-def _state(step: int, base_lrs: list[float], lrs: list[float]) -> dict[str, Any]:
+def state_of(step: int, base_lrs: list[float], lrs: list[float]) -> dict[str, Any]:
     """The same fields lrkeeper keeps for a cosine run, so both write rows of one size."""
     return {
         "last_epoch": step,

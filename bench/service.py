@@ -187,6 +187,15 @@ def start_baseline(backend: str, database: str, workdir: Path) -> Server:
     return server
 
 
+def start_async_baseline(conninfo: str, workdir: Path) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "bench.baseline_async_app", "--postgresql", conninfo]
+    process, log_path = start_server("baseline-async", [*command, "--port", str(port)], workdir)
+    server = Server("baseline-async", f"http://127.0.0.1:{port}", process, log_path)
+    server.wait_ready("/healthz")
+    return server
+
+
 def ensure_mlflow_venv() -> Path:
     """MLflow lives in a venv of its own: its pins must never touch lrkeeper's .venv."""
     mlflow = MLFLOW_VENV / "bin" / "mlflow"
@@ -306,7 +315,10 @@ def lrkeeper_system(server: Server) -> System:
     )
 
 
-def baseline_system(server: Server) -> System:
+ASYNC_BASELINE = "baseline (a), async"
+
+
+def baseline_system(server: Server, name: str = "baseline (a)") -> System:
     def create_runs(client: httpx.Client, prefix: str, count: int) -> list[str]:
         run_ids = [f"{prefix}-{index}" for index in range(count)]
         for run_id in run_ids:
@@ -318,7 +330,7 @@ def baseline_system(server: Server) -> System:
         return int(_checked(client.get(f"/runs/{run_id}/lr")).json()["step"])
 
     return System(
-        "baseline (a)",
+        name,
         server,
         create_runs,
         Workload("POST", "/runs/{run}/steps", '{"step": {step}}'),
@@ -544,9 +556,13 @@ def warm_up(systems: Sequence[System], plan: Plan, script_path: Path, sitting: s
 
 
 @contextlib.contextmanager
-def servers_for(backend: str, workdir: Path, sitting: str) -> Iterator[list[System]]:
-    """lrkeeper, baseline (a) and MLflow (b), each on a fresh database of ``backend``."""
-    names = {name: f"lrkeeper_bench_{sitting}_{name}" for name in ("svc", "base", "mlflow")}
+def servers_for(
+    backend: str, workdir: Path, sitting: str, async_baseline: bool
+) -> Iterator[list[System]]:
+    """lrkeeper, baseline (a) and MLflow (b), each on a fresh database of ``backend``; with
+    ``async_baseline`` (PostgreSQL only) also baseline (a) written async on asyncpg."""
+    databases = ("svc", "base", "mlflow", "abase") if async_baseline else ("svc", "base", "mlflow")
+    names = {name: f"lrkeeper_bench_{sitting}_{name}" for name in databases}
     started: list[Server] = []
     with contextlib.ExitStack() as stack:
         if backend == "postgresql":
@@ -566,17 +582,23 @@ def servers_for(backend: str, workdir: Path, sitting: str) -> Iterator[list[Syst
             started.append(start_lrkeeper(lrkeeper_url, workdir))
             started.append(start_baseline(backend, baseline_database, workdir))
             started.append(start_mlflow(mlflow_uri, workdir))
-            yield [
+            systems = [
                 lrkeeper_system(started[0]),
                 baseline_system(started[1]),
                 mlflow_system(started[2]),
             ]
+            if async_baseline:
+                started.append(start_async_baseline(postgresql_conninfo(names["abase"]), workdir))
+                systems.append(baseline_system(started[3], ASYNC_BASELINE))
+            yield systems
         finally:
             for server in started:
                 server.stop()
 
 
-def run_backend(backend: str, plan: Plan, profile: bool) -> tuple[list[Cell], str]:
+def run_backend(
+    backend: str, plan: Plan, profile: bool, async_baseline: bool
+) -> tuple[list[Cell], str]:
     sitting = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix=f"service-{backend}-", dir=BENCH_HOME))
     script_path = workdir / "steps.lua"
@@ -584,7 +606,7 @@ def run_backend(backend: str, plan: Plan, profile: bool) -> tuple[list[Cell], st
     cells: list[Cell] = []
     profile_text = ""
     try:
-        with servers_for(backend, workdir, sitting) as systems:
+        with servers_for(backend, workdir, sitting, async_baseline) as systems:
             warm_up(systems, plan, script_path, sitting)
             for endpoint in ENDPOINTS:
                 for concurrency in plan.concurrencies:
@@ -815,6 +837,7 @@ def render(cells: Sequence[Cell]) -> str:
     for cell in cells:
         for system in cell.samples:
             is_lrkeeper = system == "lrkeeper"
+            versus_sync = system in ("lrkeeper", ASYNC_BASELINE)
             failures = sum(sample.failures for sample in cell.samples[system])
             rows.append(
                 [
@@ -826,9 +849,9 @@ def render(cells: Sequence[Cell]) -> str:
                     format_number(cell.median_of(system, "p50_ms"), 2),
                     format_number(cell.median_of(system, "p99_ms"), 2),
                     format_number(cell.median_of(system, "cpu_ms_per_request"), 2),
-                    format_ratio(cell.ratio(system, "baseline (a)")) if is_lrkeeper else "",
+                    format_ratio(cell.ratio(system, "baseline (a)")) if versus_sync else "",
                     format_ratio(cell.ratio(system, "MLflow (b)")) if is_lrkeeper else "",
-                    format_ratio(cell.cpu_ratio(system, "baseline (a)")) if is_lrkeeper else "",
+                    format_ratio(cell.cpu_ratio(system, "baseline (a)")) if versus_sync else "",
                 ]
             )
     return markdown_table(header, rows)
@@ -853,6 +876,9 @@ def verdicts(cells: Sequence[Cell]) -> list[str]:
             lines.append(
                 _verdict(f"{where}: ≥ 0.8× (a)'s read", versus_baseline >= 0.8, versus_baseline)
             )
+        if ASYNC_BASELINE in cell.samples:
+            faster = cell.ratio(ASYNC_BASELINE, "baseline (a)")
+            lines.append(f"- sync or async, {where}: async (a) ÷ sync (a) = {format_ratio(faster)}")
     return lines
 
 
@@ -870,6 +896,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="py-spy lrkeeper and baseline (a) under the same load: where the CPU goes",
     )
+    parser.add_argument(
+        "--async-baseline",
+        action="store_true",
+        help="PostgreSQL: also baseline (a) written async on asyncpg (the sync-or-async question)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -883,7 +914,8 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     profiles: list[str] = []
     for backend in backends:
-        backend_cells, profile_text = run_backend(backend, plan, args.profile)
+        with_async = args.async_baseline and backend == "postgresql"
+        backend_cells, profile_text = run_backend(backend, plan, args.profile, with_async)
         cells.extend(backend_cells)
         if profile_text:
             profiles.append(profile_text)
