@@ -13,7 +13,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from service.config import Settings
-from service.db import open_database
+from service.db import open_database, with_hot_path_pool
 from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.problems import install_problem_handlers
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Opening engines does not connect yet: the service starts even while the
         # database is down, and /readyz says so until it answers.
         database = open_database(settings.database_url, pool_size=settings.db_pool_size)
+        database = await with_hot_path_pool(database, pool_size=settings.db_pool_size)
         app.state.database = database
         # Plain ``def`` routes run in anyio's thread pool (40 threads by default). With
         # no more threads than pooled connections, a request never waits inside a
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            database.dispose()
+            await database.close()
 
     app = FastAPI(
         title="lrkeeper",

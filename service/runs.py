@@ -24,17 +24,21 @@ SQLAlchemy Core.
 
 import base64
 import binascii
+import contextlib
 import functools
+import inspect
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 import tenacity
+from anyio import to_thread
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Row
@@ -64,7 +68,9 @@ RANGE_TEST_TYPE = range_test.LRRangeTest.type_name
 
 # -- retrying ------------------------------------------------------------------
 
-_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# serialization_failure, deadlock_detected; the server ending the session (admin_shutdown,
+# crash_shutdown, cannot_connect_now), which asyncpg reports as an error of its own.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 _ATTEMPTS = 5
 
 
@@ -83,7 +89,18 @@ def _is_transient(error: BaseException) -> bool:
         original = error
     if getattr(original, "sqlstate", None) in _RETRYABLE_SQLSTATES:
         return True
+    if isinstance(original, _ASYNCPG_CONNECTION_LOST):
+        return True
     return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
+
+
+# A pooled asyncpg connection whose server side went away mid-use.
+_ASYNCPG_CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,
+    ConnectionResetError,
+    BrokenPipeError,
+)
 
 
 P = ParamSpec("P")
@@ -108,7 +125,19 @@ def retry_on_conflict(unit_of_work: Callable[P, R]) -> Callable[P, R]:
     The first retry follows at once (the conflicting writer has finished by the time the
     error arrives); later ones back off with jitter.
     """
-    retried = _retry_after_a_transient_failure(unit_of_work)
+    retried: Any = _retry_after_a_transient_failure(unit_of_work)
+    if inspect.iscoroutinefunction(unit_of_work):
+
+        @functools.wraps(unit_of_work)
+        async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                return await unit_of_work(*args, **kwargs)
+            except Exception as error:
+                if not _is_transient(error):
+                    raise
+            return await retried(*args, **kwargs)
+
+        return run_async  # type: ignore[return-value]
 
     @functools.wraps(unit_of_work)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -117,7 +146,7 @@ def retry_on_conflict(unit_of_work: Callable[P, R]) -> Callable[P, R]:
         except Exception as error:
             if not _is_transient(error):
                 raise
-        return retried(*args, **kwargs)
+        return retried(*args, **kwargs)  # type: ignore[no-any-return]
 
     return run
 
@@ -225,7 +254,7 @@ def _sqlite_boolean(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _sqlite_json(text: str | None) -> Any:
+def _json_from_text(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
@@ -261,7 +290,7 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         insert_event=_SQL_INSERT_EVENT,
         record_one_step=None,
         timestamp=_sqlite_timestamp,
-        json_value=_sqlite_json,  # JSON columns are TEXT
+        json_value=_json_from_text,  # JSON columns are TEXT
         boolean=_sqlite_boolean,
     ),
     "postgresql": _DriverSql(
@@ -278,6 +307,60 @@ _DRIVER_SQL: dict[str, _DriverSql] = {
         boolean=_same,
     ),
 }
+
+
+@dataclass(frozen=True)
+class _Numbered:
+    """A ``:name`` statement as asyncpg's ``$n`` one, with the order its values go in."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: str) -> "_Numbered":
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        return cls(re.sub(r"(?<![:\w]):(\w+)", number, statement), tuple(names))
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] for name in self.names]
+
+
+@dataclass(frozen=True)
+class _AsyncpgSql:
+    """The hot path's statements for asyncpg, which returns JSON columns as text."""
+
+    recorded_step: _Numbered
+    current_lr: _Numbered
+    lock_run: _Numbered
+    current_row: _Numbered
+    insert_step: _Numbered
+    update_run: _Numbered
+    insert_event: _Numbered
+    record_one_step: _Numbered
+    timestamp: Callable[[datetime], Any]
+    json_value: Callable[[Any], Any]
+    boolean: Callable[[Any], bool | None]
+
+
+_ASYNCPG_SQL = _AsyncpgSql(
+    recorded_step=_Numbered.of(_SQL_RECORDED_STEP),
+    current_lr=_Numbered.of(_SQL_CURRENT_LR),
+    lock_run=_Numbered.of(_SQL_LOCK_RUN + " FOR UPDATE"),
+    current_row=_Numbered.of(_SQL_CURRENT_ROW),
+    insert_step=_Numbered.of(_SQL_INSERT_STEP),
+    update_run=_Numbered.of(_SQL_UPDATE_RUN),
+    insert_event=_Numbered.of(_SQL_INSERT_EVENT),
+    record_one_step=_Numbered.of(_SQL_RECORD_ONE_STEP),
+    timestamp=_same,
+    json_value=_json_from_text,
+    boolean=_same,
+)
 
 
 def _driver_cursor(
@@ -658,8 +741,7 @@ class RecordedSteps:
             self._steps[run_id] = step
 
 
-@retry_on_conflict
-def report_step(
+async def report_step(
     database: Database,
     run_id: str,
     report: StepReport,
@@ -673,7 +755,34 @@ def report_step(
     so the ranks replaying a step never queue behind a writer. A step the run has not
     reached takes the write path, which locks the run and looks again (another rank
     may have recorded it in between). ``recorded_steps`` says which to try first.
+    PostgreSQL runs it on the event loop (asyncpg); SQLite in a worker thread.
     """
+    if database.hot_path_pool is not None:
+        return await _report_step_on_asyncpg(
+            database.hot_path_pool, run_id, report, max_catch_up_steps, recorded_steps
+        )
+    return await to_thread.run_sync(
+        functools.partial(
+            report_step_blocking,
+            database,
+            run_id,
+            report,
+            max_catch_up_steps=max_catch_up_steps,
+            recorded_steps=recorded_steps,
+        )
+    )
+
+
+@retry_on_conflict
+def report_step_blocking(
+    database: Database,
+    run_id: str,
+    report: StepReport,
+    *,
+    max_catch_up_steps: int,
+    recorded_steps: RecordedSteps,
+) -> dict[str, Any]:
+    """:func:`report_step` on SQLAlchemy's engines, for a thread that may block."""
     sql = _DRIVER_SQL[database.dialect]
     if recorded_steps.probably_recorded(run_id, report.step):
         with database.read_engine.connect() as connection:
@@ -683,46 +792,128 @@ def report_step(
         if recorded is None:
             raise _run_not_found(run_id)
         if recorded[2] is not None:
-            return _replay_answer(sql, recorded[1:])
+            return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
     with database.write_lock, database.engine.begin() as connection:
-        answer = _advance(connection, sql, run_id, report, max_catch_up_steps)
-    recorded_steps.saw(run_id, answer["step"])
-    return answer
+        locked = _driver_row(connection, sql.lock_run, {"run_id": run_id})
+        if locked is None:
+            raise _run_not_found(run_id)
+        run_pk, run_step = locked[0], locked[1]
+        if report.step <= run_step:
+            recorded = _driver_row(
+                connection, sql.current_row, {"run_pk": run_pk, "step": report.step}
+            )
+            assert recorded is not None  # every step up to the run's is on its current line
+            return _replay_answer(sql.json_value, sql.boolean, recorded)
+        advance = _advance(sql.json_value, sql.timestamp, locked, report, max_catch_up_steps)
+        if len(advance.step_rows) == 1 and sql.record_one_step is not None:
+            _driver_cursor(connection, sql.record_one_step, advance.step_rows[0])
+        else:
+            _driver_cursor(connection, sql.insert_step, advance.step_rows)
+            _driver_cursor(connection, sql.update_run, advance.step_rows[-1])
+        if advance.event_rows:
+            _driver_cursor(connection, sql.insert_event, advance.event_rows)
+    recorded_steps.saw(run_id, report.step)
+    return advance.answer
 
 
-def _replay_answer(sql: _DriverSql, recorded: Sequence[Any]) -> dict[str, Any]:
-    """What the recorded step answered when it was new, with ``replayed: true``.
-
-    ``recorded`` is a step row's (step, lr, momentum, events, stop).
-    """
-    step, lr, momentum, events, stop = recorded
-    return _step_answer(
-        step,
-        sql.json_value(lr),
-        sql.json_value(momentum),
-        True,
-        sql.json_value(events),
-        sql.boolean(stop),
-    )
-
-
-def _advance(
-    connection: Connection,
-    sql: _DriverSql,
+@retry_on_conflict
+async def _report_step_on_asyncpg(
+    pool: asyncpg.Pool,
     run_id: str,
     report: StepReport,
     max_catch_up_steps: int,
+    recorded_steps: RecordedSteps,
 ) -> dict[str, Any]:
-    """The write path, inside the caller's transaction: lock, then replay, advance or refuse."""
-    target = report.step
-    locked = _driver_row(connection, sql.lock_run, {"run_id": run_id})
-    if locked is None:
-        raise _run_not_found(run_id)
+    """:func:`report_step` on PostgreSQL: the same statements, awaited on one pooled connection."""
+    sql = _ASYNCPG_SQL
+    async with _pooled(pool) as connection:
+        if recorded_steps.probably_recorded(run_id, report.step):
+            statement = sql.recorded_step
+            recorded = await connection.fetchrow(
+                statement.sql, *statement.args({"run_id": run_id, "step": report.step})
+            )
+            if recorded is None:
+                raise _run_not_found(run_id)
+            if recorded[2] is not None:
+                return _replay_answer(sql.json_value, sql.boolean, tuple(recorded)[1:])
+        async with connection.transaction():
+            locked = await connection.fetchrow(sql.lock_run.sql, run_id)
+            if locked is None:
+                raise _run_not_found(run_id)
+            run_pk, run_step = locked[0], locked[1]
+            if report.step <= run_step:
+                recorded = await connection.fetchrow(sql.current_row.sql, run_pk, report.step)
+                assert recorded is not None  # every step up to the run's is on its current line
+                return _replay_answer(sql.json_value, sql.boolean, tuple(recorded))
+            advance = _advance(
+                sql.json_value, sql.timestamp, tuple(locked), report, max_catch_up_steps
+            )
+            if len(advance.step_rows) == 1:
+                statement = sql.record_one_step
+                await connection.execute(statement.sql, *statement.args(advance.step_rows[0]))
+            else:
+                await connection.executemany(
+                    sql.insert_step.sql, [sql.insert_step.args(row) for row in advance.step_rows]
+                )
+                statement = sql.update_run
+                await connection.execute(statement.sql, *statement.args(advance.step_rows[-1]))
+            if advance.event_rows:
+                await connection.executemany(
+                    sql.insert_event.sql,
+                    [sql.insert_event.args(row) for row in advance.event_rows],
+                )
+    recorded_steps.saw(run_id, report.step)
+    return advance.answer
+
+
+@contextlib.asynccontextmanager
+async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection; after a lost one, the pool's others are replaced too.
+
+    A server restart or failover ends every session at once; expiring the pool's
+    connections spares the retry (:func:`retry_on_conflict`) from meeting them one by one.
+    """
+    try:
+        async with pool.acquire() as connection:
+            yield connection
+    except _ASYNCPG_CONNECTION_LOST:
+        await pool.expire_connections()
+        raise
+
+
+def _replay_answer(
+    json_value: Callable[[Any], Any], boolean: Callable[[Any], bool | None], recorded: Sequence[Any]
+) -> dict[str, Any]:
+    """What the recorded step answered when it was new, with ``replayed: true``.
+
+    ``recorded`` is a step row's (step, lr, momentum, events, stop) as the driver returns it.
+    """
+    step, lr, momentum, events, stop = recorded
+    return _step_answer(
+        step, json_value(lr), json_value(momentum), True, json_value(events), boolean(stop)
+    )
+
+
+@dataclass(frozen=True)
+class _Advance:
+    """What advancing a run writes (driver parameters by name) and what it answers."""
+
+    step_rows: list[dict[str, Any]]  # the new Step rows; the last one's values go on the run
+    event_rows: list[dict[str, Any]]
+    answer: dict[str, Any]
+
+
+def _advance(
+    json_value: Callable[[Any], Any],
+    timestamp: Callable[[datetime], Any],
+    locked: Sequence[Any],
+    report: StepReport,
+    max_catch_up_steps: int,
+) -> _Advance:
+    """Step the engine from the locked run (id, step, scheduler, param_groups, state) to
+    ``report.step``, which is past the run's step; no I/O, so both drivers share it."""
     run_pk, run_step, stored_scheduler, stored_groups, stored_state = locked
-    if target <= run_step:
-        recorded = _driver_row(connection, sql.current_row, {"run_pk": run_pk, "step": target})
-        assert recorded is not None  # every step up to the run's is on its current line
-        return _replay_answer(sql, recorded)
+    target = report.step
     gap = target - run_step
     if gap > max_catch_up_steps:
         raise _invalid(
@@ -732,9 +923,7 @@ def _advance(
         )
     # The engine refuses non-finite config values, so a stored config needs no decoding.
     scheduler = schedules.restore(
-        sql.json_value(stored_scheduler),
-        sql.json_value(stored_groups),
-        sql.json_value(stored_state),
+        json_value(stored_scheduler), json_value(stored_groups), json_value(stored_state)
     )
     if gap > 1 and scheduler.uses_metric:
         raise StepOutOfOrder(
@@ -742,17 +931,16 @@ def _advance(
             f"step {run_step + 1}, not {target}",
             expected_step=run_step + 1,
         )
-    now = _now()
-    recorded_at = sql.timestamp(now)
+    recorded_at = timestamp(_now())
     step_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
-    stepped_events: list[tuple[int, dict[str, Any]]] = []
     for step in range(run_step + 1, target + 1):
         is_last = step == target
         outcome = _step_engine(scheduler, report.metrics if is_last else None)
         events = _event_dicts(outcome.events)
         answer_events.extend(events)
-        stepped_events.extend((step, event) for event in events)
+        event_rows.extend(_event_row(run_pk, step, event, recorded_at) for event in events)
         lr = encode_floats(outcome.lr)
         momentum = encode_floats(outcome.momentum)
         step_rows.append(
@@ -770,19 +958,8 @@ def _advance(
                 "now": recorded_at,
             }
         )
-    _record_steps(connection, sql, step_rows)
-    _insert_events(connection, sql, run_pk, stepped_events, now)
-    return _step_answer(target, lr, momentum, False, answer_events, outcome.stop)
-
-
-def _record_steps(connection: Connection, sql: _DriverSql, step_rows: list[dict[str, Any]]) -> None:
-    """Insert the new Step rows and move the run to the last one (its values, its time)."""
-    last = step_rows[-1]
-    if len(step_rows) == 1 and sql.record_one_step is not None:
-        _driver_cursor(connection, sql.record_one_step, last)
-        return
-    _driver_cursor(connection, sql.insert_step, last if len(step_rows) == 1 else step_rows)
-    _driver_cursor(connection, sql.update_run, last)
+    answer = _step_answer(target, lr, momentum, False, answer_events, outcome.stop)
+    return _Advance(step_rows, event_rows, answer)
 
 
 def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> StepOutcome:
@@ -797,6 +974,18 @@ def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> S
         raise _invalid(["body", "step"], f"step {error.step}: {error}") from None
 
 
+def _event_row(
+    run_pk: int, step: int, event: Mapping[str, Any], recorded_at: Any
+) -> dict[str, Any]:
+    return {
+        "run_pk": run_pk,
+        "step": step,
+        "kind": event["kind"],
+        "detail": _json_text(event["detail"]),
+        "now": recorded_at,
+    }
+
+
 def _insert_events(
     connection: Connection,
     sql: _DriverSql,
@@ -804,27 +993,26 @@ def _insert_events(
     events: Sequence[tuple[int, dict[str, Any]]],
     now: datetime,
 ) -> None:
-    """Record events with the hot path's driver SQL (plateau reductions and warm restarts
-    arrive with step reports)."""
-    if not events:
-        return
+    """Record events outside the hot path (creating a run, lr edits, rewinds)."""
     recorded_at = sql.timestamp(now)
-    rows = [
-        {
-            "run_pk": run_pk,
-            "step": step,
-            "kind": event["kind"],
-            "detail": _json_text(event["detail"]),
-            "now": recorded_at,
-        }
-        for step, event in events
-    ]
-    _driver_cursor(connection, sql.insert_event, rows)
+    rows = [_event_row(run_pk, step, event, recorded_at) for step, event in events]
+    if rows:
+        _driver_cursor(connection, sql.insert_event, rows)
+
+
+async def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
+    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row.
+
+    PostgreSQL reads on the event loop (asyncpg); SQLite in a worker thread.
+    """
+    if database.hot_path_pool is None:
+        return await to_thread.run_sync(current_lr_blocking, database, run_id, step)
+    return await _current_lr_on_asyncpg(database.hot_path_pool, run_id, step)
 
 
 @retry_on_conflict
-def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
-    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row."""
+def current_lr_blocking(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
+    """:func:`current_lr` on SQLAlchemy's read engine, for a thread that may block."""
     sql = _DRIVER_SQL[database.dialect]
     with database.read_engine.connect() as connection:
         if step is None:
@@ -832,13 +1020,38 @@ def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, A
         else:
             recorded = _driver_row(connection, sql.recorded_step, {"run_id": run_id, "step": step})
             row = None if recorded is None else recorded[1:4]
+    return _lr_answer(sql.json_value, run_id, step, row)
+
+
+@retry_on_conflict
+async def _current_lr_on_asyncpg(
+    pool: asyncpg.Pool, run_id: str, step: int | None
+) -> dict[str, Any]:
+    sql = _ASYNCPG_SQL
+    async with _pooled(pool) as connection:
+        if step is None:
+            found = await connection.fetchrow(sql.current_lr.sql, run_id)
+            row = None if found is None else tuple(found)
+        else:
+            statement = sql.recorded_step
+            found = await connection.fetchrow(
+                statement.sql, *statement.args({"run_id": run_id, "step": step})
+            )
+            row = None if found is None else tuple(found)[1:4]
+    return _lr_answer(sql.json_value, run_id, step, row)
+
+
+def _lr_answer(
+    json_value: Callable[[Any], Any], run_id: str, step: int | None, row: Sequence[Any] | None
+) -> dict[str, Any]:
+    """GET /lr's answer from (step, lr, momentum) as the driver returned them."""
     if row is None:
         raise _run_not_found(run_id)
     row_step, lr, momentum = row
     if lr is None:
         raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
-    answer: dict[str, Any] = {"step": row_step, "lr": sql.json_value(lr)}
-    momentum = sql.json_value(momentum)
+    answer: dict[str, Any] = {"step": row_step, "lr": json_value(lr)}
+    momentum = json_value(momentum)
     if momentum is not None:
         answer["momentum"] = momentum
     return answer

@@ -124,7 +124,7 @@ def _chart_points(
     )
     points = [(item["step"], item["lr"]) for item in page.items]
     if points and points[-1][0] != current_step:
-        last = runs.current_lr(database, run_id, current_step)
+        last = runs.current_lr_blocking(database, run_id, current_step)
         points.append((current_step, last["lr"]))
     return points
 

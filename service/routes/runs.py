@@ -4,7 +4,9 @@ HTTP in, answers out, no SQL: every route is one call into ``service.runs``.
 Answers are the dicts the use cases build, sent as JSON as they are (the
 response models only document them), so the hot path never pays for a second
 validation pass. Plain ``def`` routes: the work is a blocking database round
-trip, which FastAPI runs in its thread pool.
+trip, which FastAPI runs in its thread pool. The hot path's two routes are
+``async``: on PostgreSQL their use cases await asyncpg on the event loop, and on
+SQLite hand the blocking work to the same thread pool themselves.
 """
 
 from typing import Annotated, Any
@@ -138,7 +140,7 @@ def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JS
         **INVALID,
     },
 )
-def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONResponse:
+async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONResponse:
     """Report that a worker finished ``step``; answers the lr to use from now on.
 
     The first report of a step advances the schedule; every later one (other
@@ -146,7 +148,7 @@ def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONRespon
     """
     # The hot path reads the app's state directly: two fewer dependencies to resolve.
     state = request.app.state
-    answer = runs.report_step(
+    answer = await runs.report_step(
         state.database,
         run_id,
         body,
@@ -161,13 +163,13 @@ def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONRespon
     dependencies=[Depends(require_read)],
     responses={200: {"model": LrAnswer}, **NOT_FOUND, **INVALID},
 )
-def get_lr(
+async def get_lr(
     run_id: RunId,
     request: Request,
     step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
 ) -> JSONResponse:
     """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
-    return JSONResponse(runs.current_lr(request.app.state.database, run_id, step))
+    return JSONResponse(await runs.current_lr(request.app.state.database, run_id, step))
 
 
 @router.post(

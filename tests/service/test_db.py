@@ -1,14 +1,22 @@
 """What a transaction is on each backend: the guarantees service.runs builds on."""
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
 from service import runs
-from service.db import normalize_url, open_database, upgrade_to_head
+from service.db import (
+    Database,
+    normalize_url,
+    open_database,
+    upgrade_to_head,
+    with_hot_path_pool,
+)
 from service.schemas import RunCreate, StepReport
 from tests.conftest import BACKENDS, Backend, DatabaseProvider
 
@@ -128,39 +136,48 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     database_provider: DatabaseProvider,
 ) -> None:
     """No pre-ping: a dropped pooled connection fails its statement once, and the use case
-    runs again on a fresh connection instead of answering 500."""
+    runs again on a fresh connection instead of answering 500. On both of PostgreSQL's
+    pools: asyncpg's (step reports, lr reads) and SQLAlchemy's (everything else)."""
     url = database_provider.fresh_url("postgresql")
     upgrade_to_head(url)
-    database = open_database(url)
     run = RunCreate.model_validate(
         {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
     )
-    try:
-        runs.create_run(database, "dropped", run, max_param_groups=4)
-        recorded_steps = runs.RecordedSteps()
-        runs.report_step(
-            database,
-            "dropped",
-            StepReport(step=1),
-            max_catch_up_steps=10,
-            recorded_steps=recorded_steps,
-        )
+    recorded_steps = runs.RecordedSteps()
+
+    def terminate_other_sessions(database: Database) -> None:
         with database.engine.connect() as admin:
             admin.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        answer = runs.report_step(
+
+    async def report(database: Database, step: int) -> dict[str, Any]:
+        return await runs.report_step(
             database,
             "dropped",
-            StepReport(step=2),
+            StepReport(step=step),
             max_catch_up_steps=10,
             recorded_steps=recorded_steps,
         )
-        assert (answer["step"], answer["replayed"]) == (2, False)
-        assert runs.current_lr(database, "dropped", None)["step"] == 2
-    finally:
-        database.dispose()
+
+    async def scenario() -> None:
+        database = await with_hot_path_pool(open_database(url), pool_size=4)
+        try:
+            runs.create_run(database, "dropped", run, max_param_groups=4)
+            await report(database, 1)
+            assert (await runs.current_lr(database, "dropped", None))["step"] == 1
+            terminate_other_sessions(database)
+            answer = await report(database, 2)
+            assert (answer["step"], answer["replayed"]) == (2, False)
+            assert (await report(database, 2))["replayed"] is True
+            terminate_other_sessions(database)
+            assert (await runs.current_lr(database, "dropped", None))["step"] == 2
+            assert runs.get_run(database, "dropped")["step"] == 2
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(
