@@ -12,6 +12,8 @@ Only ``service.runs`` opens transactions; this module decides what a transaction
   other processes queue instead of failing, and an in-process lock makes this
   process's writer threads queue without spinning on that timeout at all.
 - PostgreSQL: psycopg 3 at READ COMMITTED; ``service.runs`` locks rows itself.
+  The hot path (step reports, lr reads) runs on an asyncpg pool instead, at the
+  server's default READ COMMITTED too (:func:`with_hot_path_pool`).
 
 Reads run in autocommit on both backends: every read in ``service.runs`` is one
 statement, or several whose earlier ones fetch only what never changes (a run's
@@ -22,8 +24,8 @@ Pools hold ``pool_size`` connections and never open more (no overflow that would
 be closed on return and reopened on the next burst); the app caps its request
 thread pool at the same number (service.main), so a request never waits for a
 connection either. There is no pre-ping: a connection the server dropped fails
-its statement, SQLAlchemy then discards the pool's connections, and
-``service.runs`` retries the unit of work once on a fresh one.
+its statement, SQLAlchemy then discards the pool's connections (service.runs does
+the same for asyncpg's), and ``service.runs`` retries the unit of work on a fresh one.
 """
 
 import contextlib

@@ -12,14 +12,17 @@ nothing) before it returns, so a 200 built from its result is durable.
 - Reads: ``database.read_engine``, in autocommit (see service.db). A step that
   is already recorded (every rank but the first reports each step) is answered
   from the read path, so replays never queue behind writers: a replay is one
-  statement, and a new step one read plus the lock-insert-update-commit.
+  statement, and a new step (per :class:`RecordedSteps`, the run has not reached
+  it) goes straight to the lock-insert-update-commit.
 - The engine never sees the database: a run is restored from its stored state,
   stepped, and its new state written back. Every stored JSON value is
   codec-encoded (non-finite floats as strings).
 
 The hot path (:func:`report_step`, :func:`current_lr`) runs a handful of driver
-SQL statements written out below, on the driver's own cursor; everything else uses
-SQLAlchemy Core.
+SQL statements written out below: on SQLite on the sqlite3 cursor of SQLAlchemy's
+connection, in a worker thread; on PostgreSQL awaited on asyncpg's pool
+(``database.hot_path_pool``), on the event loop, with the same transaction and
+lock discipline. Everything else uses SQLAlchemy Core, in FastAPI's thread pool.
 """
 
 import base64
