@@ -31,6 +31,7 @@ the same for asyncpg's), and ``service.runs`` retries the unit of work on a fres
 import contextlib
 import dataclasses
 import functools
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -59,6 +60,36 @@ MIGRATION_ADVISORY_LOCK_KEY = 0x6C726B6565706572  # "lrkeeper" in ASCII
 Dialect = Literal["sqlite", "postgresql"]
 
 
+class LoopReader:
+    """SQLite: one connection for point reads made on the event loop itself, no thread hop.
+
+    An indexed read of a WAL database is ~10 µs and never waits for a writer, while
+    handing it to a worker thread and back costs several times that: lr reads and
+    replays (the other ranks' reports of a step) are answered here. The connection is
+    read-only and its busy timeout is 0, so the loop never blocks on a lock; in the
+    rare case WAL recovery makes it busy, service.runs takes the thread-pool path.
+    Opened on first use; only the loop's thread uses it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA query_only=ON")
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 @dataclass(frozen=True)
 class Database:
     """The engines one service process uses, and how its writers take turns.
@@ -72,8 +103,11 @@ class Database:
     write_lock: AbstractContextManager[Any]
     dialect: Dialect
     hot_path_pool: asyncpg.Pool | None = None
+    loop_reader: LoopReader | None = None
 
     def dispose(self) -> None:
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
@@ -175,11 +209,14 @@ def open_database(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
     url = normalize_url(url)
     pool = _pool_options(pool_size)
     if dialect_of(url) == "sqlite":
+        path = make_url(url).database
+        plain_file = bool(path) and path != ":memory:" and not path.startswith("file:")
         return Database(
             engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE", **pool),
             read_engine=create_sqlite_engine(url, begin=None, **pool),
             write_lock=threading.Lock(),
             dialect="sqlite",
+            loop_reader=LoopReader(path) if plain_file else None,
         )
     return Database(
         engine=create_postgresql_engine(url, **pool),

@@ -47,7 +47,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Row
 
 from service import schedules
-from service.db import Database
+from service.db import Database, LoopReader
 from service.models import Event, Run, Step
 from service.problems import (
     InvalidRequest,
@@ -764,6 +764,13 @@ async def report_step(
         return await _report_step_on_asyncpg(
             database.hot_path_pool, run_id, report, max_catch_up_steps, recorded_steps
         )
+    if database.loop_reader is not None and recorded_steps.probably_recorded(run_id, report.step):
+        recorded = _read_on_the_loop(
+            database.loop_reader, _SQL_RECORDED_STEP, {"run_id": run_id, "step": report.step}
+        )
+        if recorded is not None and recorded[2] is not None:
+            sql = _DRIVER_SQL["sqlite"]
+            return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
     return await to_thread.run_sync(
         functools.partial(
             report_step_blocking,
@@ -1008,9 +1015,26 @@ async def current_lr(database: Database, run_id: str, step: int | None) -> dict[
 
     PostgreSQL reads on the event loop (asyncpg); SQLite in a worker thread.
     """
-    if database.hot_path_pool is None:
-        return await to_thread.run_sync(current_lr_blocking, database, run_id, step)
-    return await _current_lr_on_asyncpg(database.hot_path_pool, run_id, step)
+    if database.hot_path_pool is not None:
+        return await _current_lr_on_asyncpg(database.hot_path_pool, run_id, step)
+    if database.loop_reader is not None and step is None:
+        row = _read_on_the_loop(database.loop_reader, _SQL_CURRENT_LR, {"run_id": run_id})
+        if row is not None:
+            return _lr_answer(_json_from_text, run_id, step, row)
+    return await to_thread.run_sync(current_lr_blocking, database, run_id, step)
+
+
+def _read_on_the_loop(
+    reader: LoopReader, statement: str, parameters: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """One row read on the event loop (see service.db.LoopReader); None when the row is
+    missing or the database is busy, and the caller then asks the thread-pool path,
+    which also turns a missing run into its 404."""
+    try:
+        row: tuple[Any, ...] | None = reader.connection().execute(statement, parameters).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row
 
 
 @retry_on_conflict

@@ -72,6 +72,43 @@ def test_sqlite_read_transaction_does_not_block_writers(tmp_path: Path) -> None:
         database.dispose()
 
 
+def test_sqlite_reads_on_the_event_loop_never_wait_for_a_lock(tmp_path: Path) -> None:
+    """lr reads run on the event loop with a busy timeout of 0; a locked database sends
+    them to a worker thread, which waits there while the loop goes on serving."""
+    path = tmp_path / "loop.db"
+    url = f"sqlite:///{path}"
+    upgrade_to_head(url)
+    run = RunCreate.model_validate(
+        {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
+    )
+    database = open_database(url)
+    runs.create_run(database, "locked-out", run, max_param_groups=4)
+    database.dispose()  # WAL grants an exclusive lock only with no other connection open
+    assert database.loop_reader is not None
+    loop_connection = database.loop_reader.connection()
+    assert loop_connection.execute("PRAGMA busy_timeout").fetchone() == (0,)
+    assert loop_connection.execute("PRAGMA query_only").fetchone() == (1,)
+    holder = sqlite3.connect(path, isolation_level=None)
+
+    async def scenario() -> None:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("SELECT count(*) FROM runs").fetchone()
+        read = asyncio.create_task(runs.current_lr(database, "locked-out", None))
+        await asyncio.sleep(0.2)  # reached only because the read left the loop free
+        assert not read.done()
+        holder.execute("COMMIT")
+        holder.close()  # the exclusive lock goes with the connection
+        assert await read == {"step": 0, "lr": [1]}
+        assert await runs.current_lr(database, "locked-out", None) == {"step": 0, "lr": [1]}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        holder.close()
+        database.dispose()
+
+
 def test_sqlite_writers_in_one_process_queue_on_a_lock(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'queue.db'}")
     try:
