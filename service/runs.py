@@ -1017,8 +1017,14 @@ async def current_lr(database: Database, run_id: str, step: int | None) -> dict[
     """
     if database.hot_path_pool is not None:
         return await _current_lr_on_asyncpg(database.hot_path_pool, run_id, step)
-    if database.loop_reader is not None and step is None:
-        row = _read_on_the_loop(database.loop_reader, _SQL_CURRENT_LR, {"run_id": run_id})
+    if database.loop_reader is not None:
+        if step is None:
+            row = _read_on_the_loop(database.loop_reader, _SQL_CURRENT_LR, {"run_id": run_id})
+        else:
+            recorded = _read_on_the_loop(
+                database.loop_reader, _SQL_RECORDED_STEP, {"run_id": run_id, "step": step}
+            )
+            row = None if recorded is None or recorded[2] is None else recorded[1:4]
         if row is not None:
             return _lr_answer(_json_from_text, run_id, step, row)
     return await to_thread.run_sync(current_lr_blocking, database, run_id, step)
