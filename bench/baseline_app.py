@@ -247,23 +247,35 @@ def create_app(store: Store) -> FastAPI:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    database = parser.add_mutually_exclusive_group(required=True)
-    database.add_argument("--sqlite", help="SQLite file path")
-    database.add_argument("--postgresql", help="psycopg conninfo, e.g. postgresql://u@h/db")
+def parse_server_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """The listening options both baselines take, then ``argv`` parsed."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    store = sqlite_store(args.sqlite) if args.sqlite else postgresql_store(args.postgresql)
+    return parser.parse_args(argv)
+
+
+def serve(app: FastAPI, args: argparse.Namespace) -> None:
+    """uvicorn with the settings ``lrkeeper serve`` uses (see the module docstring)."""
     uvicorn.run(
-        create_app(store),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    database = parser.add_mutually_exclusive_group(required=True)
+    database.add_argument("--sqlite", help="SQLite file path")
+    database.add_argument("--postgresql", help="psycopg conninfo, e.g. postgresql://u@h/db")
+    args = parse_server_arguments(parser, argv)
+    store = sqlite_store(args.sqlite) if args.sqlite else postgresql_store(args.postgresql)
+    serve(create_app(store), args)
 
 
 if __name__ == "__main__":

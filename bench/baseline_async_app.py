@@ -20,16 +20,16 @@ from typing import Any
 
 import asyncpg
 import psycopg
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 from bench.baseline_app import (
-    GRACEFUL_SHUTDOWN_SECONDS,
     POSTGRESQL_SCHEMA,
     RunCreate,
     StepReport,
     cosine_step,
+    parse_server_arguments,
+    serve,
     state_of,
 )
 
@@ -120,20 +120,11 @@ def create_app(conninfo: str) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgresql", required=True, help="conninfo, e.g. postgresql://u@h/db")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    args = parse_server_arguments(parser, argv)
     with psycopg.connect(args.postgresql, autocommit=True) as setup:
         for statement in POSTGRESQL_SCHEMA:
             setup.execute(statement)
-    uvicorn.run(
-        create_app(args.postgresql),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    serve(create_app(args.postgresql), args)
 
 
 if __name__ == "__main__":

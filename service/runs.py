@@ -773,7 +773,7 @@ async def report_step(
             return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
     return await to_thread.run_sync(
         functools.partial(
-            report_step_blocking,
+            _report_step_in_thread,
             database,
             run_id,
             report,
@@ -784,7 +784,7 @@ async def report_step(
 
 
 @retry_on_conflict
-def report_step_blocking(
+def _report_step_in_thread(
     database: Database,
     run_id: str,
     report: StepReport,
