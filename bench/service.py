@@ -806,7 +806,7 @@ def _package_of(frame_name: str) -> str:
 
 
 def _frame_name(frame: str) -> str:
-    """``report_step (/work/main/service/runs.py:503)`` → ``service/runs.py:report_step``."""
+    """``report_step (/repo/service/runs/steps.py:88)`` → ``service/runs/steps.py:report_step``."""
     function, _, location = frame.partition(" (")
     path = location.rstrip(")").rsplit(":", 1)[0]
     for marker in ("/site-packages/", "/lib/python3.11/", str(REPO_ROOT) + "/"):

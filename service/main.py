@@ -18,7 +18,7 @@ from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.problems import install_problem_handlers
 from service.routes import health, history, pages, runs, schedulers
-from service.runs import RecordedSteps
+from service.runs.steps import RecordedSteps
 
 
 def _package_version() -> str:

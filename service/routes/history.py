@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from service import runs
 from service.auth import require_read
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.runs import DatabaseDependency, RunId, SettingsDependency
+from service.runs import history as run_history
 from service.schemas import MAX_STEP, EventPage, HistoryPage
 
 router = APIRouter(prefix="/v1", tags=["history"])
@@ -64,10 +64,10 @@ def get_history(
     format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Response:
     """The run's steps in order, step 0 included; follow ``next_cursor`` until it is null."""
-    page = runs.history(
+    page = run_history.history(
         database,
         run_id,
-        runs.HistoryQuery(
+        run_history.HistoryQuery(
             start=start,
             end=end,
             limit=limit,
@@ -85,7 +85,7 @@ def get_history(
     )
 
 
-def history_csv(page: runs.HistoryPage) -> str:
+def history_csv(page: run_history.HistoryPage) -> str:
     """API.md's columns: step, lr_i, momentum_i (when cycled), one per metric, worker, ...
 
     The metric columns are the names the page's rows carry, sorted.
@@ -137,7 +137,7 @@ def get_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
     """Plateau reductions, warm restarts, lr edits, rewinds, range-test stops, in order."""
-    page = runs.list_events(
+    page = run_history.list_events(
         database, run_id, limit=limit, cursor=cursor, max_limit=settings.max_history_limit
     )
     return JSONResponse(page.as_dict())

@@ -14,10 +14,11 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
 
-from service import runs
 from service.auth import require_read
 from service.db import Database
 from service.routes.runs import DatabaseDependency, RunId, SettingsDependency
+from service.runs import catalog, steps
+from service.runs import history as run_history
 from service.schemas import RunStatus
 
 router = APIRouter(tags=["pages"], dependencies=[Depends(require_read)])
@@ -65,7 +66,7 @@ def runs_page(
     cursor: str | None = None,
 ) -> HTMLResponse:
     """The runs, newest last, a page at a time, filterable by status and id prefix."""
-    page = runs.list_runs(
+    page = catalog.list_runs(
         database,
         status=status,
         prefix=prefix,
@@ -109,10 +110,10 @@ def _chart_points(
 ) -> list[tuple[int, list[Any]]]:
     """The current line of history, sampled down to about CHART_POINTS steps."""
     every = max(1, math.ceil((current_step + 1) / CHART_POINTS))
-    page = runs.history(
+    page = run_history.history(
         database,
         run_id,
-        runs.HistoryQuery(
+        run_history.HistoryQuery(
             start=None,
             end=None,
             limit=min(CHART_POINTS, max_limit),
@@ -124,7 +125,7 @@ def _chart_points(
     )
     points = [(item["step"], item["lr"]) for item in page.items]
     if points and points[-1][0] != current_step:
-        last = runs.current_lr_blocking(database, run_id, current_step)
+        last = steps.current_lr_blocking(database, run_id, current_step)
         points.append((current_step, last["lr"]))
     return points
 
@@ -199,8 +200,8 @@ def run_page(
     run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
 ) -> HTMLResponse:
     """One run: what it is, where it stands, its lr drawn, its events, links to the data."""
-    run = runs.get_run(database, run_id)
-    events = runs.list_events(
+    run = catalog.get_run(database, run_id)
+    events = run_history.list_events(
         database,
         run_id,
         limit=min(EVENTS_SHOWN, settings.max_history_limit),
@@ -262,7 +263,7 @@ def run_chart(
     run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
 ) -> Response:
     """The run's lr over its current line of history, one line per param group, as SVG."""
-    run = runs.get_run(database, run_id)
+    run = catalog.get_run(database, run_id)
     return Response(
         _run_chart(database, run, settings.max_history_limit), media_type=SVG_MEDIA_TYPE
     )

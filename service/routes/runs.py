@@ -14,11 +14,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from service import runs
 from service.auth import require_read, require_write
 from service.config import Settings, get_settings
 from service.db import Database, get_database
 from service.problems import PROBLEM_MEDIA_TYPE
+from service.runs import catalog, changes, steps
+from service.runs import history as run_history
 from service.schemas import (
     MAX_STEP,
     RUN_ID_PATTERN,
@@ -74,7 +75,7 @@ def put_run(
     run_id: RunId, body: RunCreate, database: DatabaseDependency, settings: SettingsDependency
 ) -> JSONResponse:
     """Create a run (idempotent: every rank of a job may PUT the same run)."""
-    created, run = runs.create_run(
+    created, run = catalog.create_run(
         database, run_id, body, max_param_groups=settings.max_param_groups
     )
     return JSONResponse(
@@ -90,7 +91,7 @@ def put_run(
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
 def get_run(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
-    return JSONResponse(runs.get_run(database, run_id))
+    return JSONResponse(catalog.get_run(database, run_id))
 
 
 @router.get(
@@ -109,7 +110,7 @@ def list_runs(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
     """Runs in creation order; follow ``next_cursor`` until it is null."""
-    page = runs.list_runs(
+    page = catalog.list_runs(
         database,
         status=status,
         prefix=prefix,
@@ -127,7 +128,7 @@ def list_runs(
 )
 def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JSONResponse:
     """Change the status and/or replace the metadata; the schedule never changes here."""
-    return JSONResponse(runs.update_run(database, run_id, body))
+    return JSONResponse(catalog.update_run(database, run_id, body))
 
 
 @router.post(
@@ -148,7 +149,7 @@ async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSON
     """
     # The hot path reads the app's state directly: two fewer dependencies to resolve.
     state = request.app.state
-    answer = await runs.report_step(
+    answer = await steps.report_step(
         state.database,
         run_id,
         body,
@@ -169,7 +170,7 @@ async def get_lr(
     step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
 ) -> JSONResponse:
     """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
-    return JSONResponse(await runs.current_lr(request.app.state.database, run_id, step))
+    return JSONResponse(await steps.current_lr(request.app.state.database, run_id, step))
 
 
 @router.post(
@@ -179,7 +180,7 @@ async def get_lr(
 )
 def set_lr(run_id: RunId, body: LrChange, database: DatabaseDependency) -> JSONResponse:
     """Set the current lr by hand; later steps continue from it exactly as torch's would."""
-    return JSONResponse(runs.set_lr(database, run_id, body))
+    return JSONResponse(changes.set_lr(database, run_id, body))
 
 
 @router.post(
@@ -189,7 +190,7 @@ def set_lr(run_id: RunId, body: LrChange, database: DatabaseDependency) -> JSONR
 )
 def rewind(run_id: RunId, body: Rewind, database: DatabaseDependency) -> JSONResponse:
     """Back to the state after step K; the later history stays, marked superseded."""
-    return JSONResponse(runs.rewind(database, run_id, body.step))
+    return JSONResponse(changes.rewind(database, run_id, body.step))
 
 
 @router.get(
@@ -204,4 +205,4 @@ def rewind(run_id: RunId, body: Rewind, database: DatabaseDependency) -> JSONRes
 )
 def lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
     """An LRRangeTest run's suggested lr, from its smoothed loss curve."""
-    return JSONResponse(runs.lr_suggestion(database, run_id))
+    return JSONResponse(run_history.lr_suggestion(database, run_id))

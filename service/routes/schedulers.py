@@ -3,10 +3,10 @@
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from service import runs
 from service.auth import require_read
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.runs import SettingsDependency
+from service.runs import preview as engine_only
 from service.schemas import PreviewAnswer, PreviewRequest, SchedulerTypes
 
 router = APIRouter(prefix="/v1", tags=["schedulers"])
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["schedulers"])
 )
 def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
     """The lrs (and momenta) a schedule would give at steps 0 to ``steps``."""
-    answer = runs.preview(
+    answer = engine_only.preview(
         body,
         max_preview_steps=settings.max_preview_steps,
         max_param_groups=settings.max_param_groups,
@@ -40,4 +40,4 @@ def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
 )
 def scheduler_types() -> JSONResponse:
     """Every scheduler type with its parameters, their types and defaults."""
-    return JSONResponse(runs.scheduler_types())
+    return JSONResponse(engine_only.scheduler_types())

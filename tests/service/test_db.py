@@ -9,7 +9,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from service import runs
 from service.db import (
     Database,
     normalize_url,
@@ -17,6 +16,7 @@ from service.db import (
     upgrade_to_head,
     with_hot_path_pool,
 )
+from service.runs import catalog, steps
 from service.schemas import RunCreate, StepReport
 from tests.conftest import BACKENDS, Backend, DatabaseProvider
 
@@ -82,7 +82,7 @@ def test_sqlite_reads_on_the_event_loop_never_wait_for_a_lock(tmp_path: Path) ->
         {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
     )
     database = open_database(url)
-    runs.create_run(database, "locked-out", run, max_param_groups=4)
+    catalog.create_run(database, "locked-out", run, max_param_groups=4)
     database.dispose()  # WAL grants an exclusive lock only with no other connection open
     assert database.loop_reader is not None
     loop_connection = database.loop_reader.connection()
@@ -94,13 +94,13 @@ def test_sqlite_reads_on_the_event_loop_never_wait_for_a_lock(tmp_path: Path) ->
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")
         holder.execute("BEGIN EXCLUSIVE")
         holder.execute("SELECT count(*) FROM runs").fetchone()
-        read = asyncio.create_task(runs.current_lr(database, "locked-out", None))
+        read = asyncio.create_task(steps.current_lr(database, "locked-out", None))
         await asyncio.sleep(0.2)  # reached only because the read left the loop free
         assert not read.done()
         holder.execute("COMMIT")
         holder.close()  # the exclusive lock goes with the connection
         assert await read == {"step": 0, "lr": [1]}
-        assert await runs.current_lr(database, "locked-out", None) == {"step": 0, "lr": [1]}
+        assert await steps.current_lr(database, "locked-out", None) == {"step": 0, "lr": [1]}
 
     try:
         asyncio.run(scenario())
@@ -180,7 +180,7 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     run = RunCreate.model_validate(
         {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
     )
-    recorded_steps = runs.RecordedSteps()
+    recorded_steps = steps.RecordedSteps()
 
     def terminate_other_sessions(database: Database) -> None:
         with database.engine.connect() as admin:
@@ -190,7 +190,7 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
             )
 
     async def report(database: Database, step: int) -> dict[str, Any]:
-        return await runs.report_step(
+        return await steps.report_step(
             database,
             "dropped",
             StepReport(step=step),
@@ -201,16 +201,16 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     async def scenario() -> None:
         database = await with_hot_path_pool(open_database(url), pool_size=4)
         try:
-            runs.create_run(database, "dropped", run, max_param_groups=4)
+            catalog.create_run(database, "dropped", run, max_param_groups=4)
             await report(database, 1)
-            assert (await runs.current_lr(database, "dropped", None))["step"] == 1
+            assert (await steps.current_lr(database, "dropped", None))["step"] == 1
             terminate_other_sessions(database)
             answer = await report(database, 2)
             assert (answer["step"], answer["replayed"]) == (2, False)
             assert (await report(database, 2))["replayed"] is True
             terminate_other_sessions(database)
-            assert (await runs.current_lr(database, "dropped", None))["step"] == 2
-            assert runs.get_run(database, "dropped")["step"] == 2
+            assert (await steps.current_lr(database, "dropped", None))["step"] == 2
+            assert catalog.get_run(database, "dropped")["step"] == 2
         finally:
             await database.close()
 

@@ -4,7 +4,7 @@ The answers it can never change are proven through HTTP (test_steps_contract.py:
 rewind through another replica; test_concurrency.py: ranks spread over replicas).
 """
 
-from service.runs import RecordedSteps
+from service.runs.steps import RecordedSteps
 
 
 def test_a_step_is_probably_recorded_only_up_to_the_highest_one_seen() -> None:

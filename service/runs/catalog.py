@@ -1,0 +1,209 @@
+"""Creating, reading, listing and patching runs.
+
+Creating is insert-on-conflict, then lock and compare, so every rank of a job
+may PUT the same run and none can race another into a duplicate.
+"""
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.db import Database
+from service.problems import (
+    RunConflict,
+)
+from service.runs.answers import (
+    DEFAULT_LIST_LIMIT,
+    Page,
+    build_scheduler,
+    check_param_group_count,
+    decode_cursor,
+    encode_cursor,
+    event_dicts,
+    page_limit,
+    run_answer,
+    run_not_found,
+)
+from service.runs.retrying import retry_on_conflict
+from service.runs.statements import (
+    DRIVER_SQL,
+    INSERT_STEP,
+    RUN_COLUMNS,
+    SELECT_RUN,
+    dialect_insert,
+    insert_events,
+    run_columns,
+    runs_table,
+    utc_now,
+)
+from service.schedules.codec import encode_floats
+from service.schemas import RunCreate, RunPatch
+
+
+@retry_on_conflict
+def create_run(
+    database: Database, run_id: str, request: RunCreate, *, max_param_groups: int
+) -> tuple[bool, dict[str, Any]]:
+    """PUT a run: (True, run) when created, (False, run) when it exists with the same config.
+
+    Insert-on-conflict first, so two creators racing never both insert; the loser
+    locks the winner's row and compares normalized configs (RunConflict if they differ).
+    """
+    check_param_group_count(request.param_groups, max_param_groups)
+    normalized, scheduler = build_scheduler(request.scheduler.as_config(), request.param_groups)
+    outcome = scheduler.outcome()
+    stored_scheduler = normalized
+    stored_groups = encode_floats(request.param_groups)
+    lr = encode_floats(outcome.lr)
+    momentum = encode_floats(outcome.momentum)
+    state = scheduler.state()
+    events = event_dicts(outcome.events)
+    now = utc_now()
+    new_run = {
+        "run_id": run_id,
+        "status": "running",
+        "step": outcome.step,
+        "lr": lr,
+        "momentum": momentum,
+        "scheduler": stored_scheduler,
+        "param_groups": stored_groups,
+        "state": state,
+        "metadata": encode_floats(request.metadata),
+        "created_at": now,
+        "updated_at": now,
+    }
+    insert_run = (
+        dialect_insert(database, runs_table)
+        .values(new_run)
+        .on_conflict_do_nothing(index_elements=[run_columns.run_id])
+        .returning(run_columns.id)
+    )
+    with database.write_lock, database.engine.begin() as connection:
+        run_pk = connection.execute(insert_run).scalar()
+        if run_pk is not None:
+            connection.execute(
+                INSERT_STEP,
+                {
+                    "run_pk": run_pk,
+                    "step": outcome.step,
+                    "lr": lr,
+                    "momentum": momentum,
+                    "state": state,
+                    "metrics": {},
+                    "worker": None,
+                    "events": events,
+                    "stop": outcome.stop,
+                    "superseded": False,
+                    "recorded_at": now,
+                },
+            )
+            step_events = [(outcome.step, event) for event in events]
+            insert_events(connection, DRIVER_SQL[database.dialect], run_pk, step_events, now)
+            return True, run_answer(new_run)
+        existing = connection.execute(SELECT_RUN.with_for_update(), {"run_id": run_id}).one()
+        differences = [
+            *config_differences("scheduler", existing.scheduler, stored_scheduler),
+            *config_differences("param_groups", existing.param_groups, stored_groups),
+        ]
+        if differences:
+            fields = ", ".join(difference["field"] for difference in differences)
+            raise RunConflict(
+                f"run {run_id!r} exists with another configuration ({fields})",
+                differences=differences,
+            )
+        return False, run_answer(existing)
+
+
+def _same_value(stored: Any, requested: Any) -> bool:
+    """JSON sameness: 0 and 0.0 are the same number, but True is not 1."""
+    if isinstance(stored, bool) or isinstance(requested, bool):
+        return type(stored) is type(requested) and stored == requested
+    if isinstance(stored, int | float) and isinstance(requested, int | float):
+        return stored == requested
+    return type(stored) is type(requested) and stored == requested
+
+
+def config_differences(path: str, stored: Any, requested: Any) -> list[dict[str, Any]]:
+    """Every leaf where two JSON values differ, as ``{"field": "a.b.0.c", "stored", "requested"}``.
+
+    Lists of different lengths are reported whole; a key present on one side only is
+    reported with ``null`` on the other.
+    """
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        found: list[dict[str, Any]] = []
+        for key in [*stored, *(key for key in requested if key not in stored)]:
+            found.extend(config_differences(f"{path}.{key}", stored.get(key), requested.get(key)))
+        return found
+    if isinstance(stored, list) and isinstance(requested, list) and len(stored) == len(requested):
+        found = []
+        for index, (stored_item, requested_item) in enumerate(zip(stored, requested, strict=True)):
+            found.extend(config_differences(f"{path}.{index}", stored_item, requested_item))
+        return found
+    if isinstance(stored, dict | list) or isinstance(requested, dict | list):
+        if stored == requested:
+            return []
+        return [{"field": path, "stored": stored, "requested": requested}]
+    if _same_value(stored, requested):
+        return []
+    return [{"field": path, "stored": stored, "requested": requested}]
+
+
+@retry_on_conflict
+def get_run(database: Database, run_id: str) -> dict[str, Any]:
+    with database.read_engine.connect() as connection:
+        row = connection.execute(SELECT_RUN, {"run_id": run_id}).first()
+    if row is None:
+        raise run_not_found(run_id)
+    return run_answer(row)
+
+
+@retry_on_conflict
+def list_runs(
+    database: Database,
+    *,
+    status: str | None,
+    prefix: str | None,
+    limit: int | None,
+    cursor: str | None,
+    max_limit: int,
+) -> Page:
+    """Runs in creation order, keyset-paged on the primary key (the cursor hides it)."""
+    limit = page_limit(limit, DEFAULT_LIST_LIMIT, max_limit)
+    query = sa.select(run_columns.id, *RUN_COLUMNS).order_by(run_columns.id).limit(limit + 1)
+    if status is not None:
+        query = query.where(run_columns.status == status)
+    if prefix:
+        # substr rather than LIKE: SQLite's LIKE ignores case, run ids do not.
+        query = query.where(sa.func.substr(run_columns.run_id, 1, len(prefix)) == prefix)
+    if cursor is not None:
+        (after_pk,) = decode_cursor(cursor, 1)
+        query = query.where(run_columns.id > after_pk)
+    with database.read_engine.connect() as connection:
+        rows = connection.execute(query).all()
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return Page([run_answer(row) for row in rows[:limit]], next_cursor)
+
+
+@retry_on_conflict
+def update_run(database: Database, run_id: str, patch: RunPatch) -> dict[str, Any]:
+    """PATCH: status and/or metadata (replaced whole); the schedule itself never changes here."""
+    values: dict[str, Any] = {}
+    if patch.status is not None:
+        values["status"] = patch.status
+    if patch.metadata is not None:
+        values["metadata"] = encode_floats(patch.metadata)
+    with database.write_lock, database.engine.begin() as connection:
+        run_pk = connection.execute(
+            sa.select(run_columns.id).where(run_columns.run_id == run_id).with_for_update()
+        ).scalar()
+        if run_pk is None:
+            raise run_not_found(run_id)
+        if not values:
+            return run_answer(connection.execute(SELECT_RUN, {"run_id": run_id}).one())
+        updated = connection.execute(
+            sa.update(runs_table)
+            .where(run_columns.id == run_pk)
+            .values(**values, updated_at=utc_now())
+            .returning(*RUN_COLUMNS)
+        ).one()
+        return run_answer(updated)
