@@ -35,6 +35,10 @@ def _is_transient(error: BaseException) -> bool:
         return True
     if isinstance(original, ASYNCPG_CONNECTION_LOST):
         return True
+    if isinstance(original, asyncpg.InvalidCachedStatementError):
+        # A migration changed a table under this replica's prepared statements; asyncpg
+        # has dropped them by now, so the next attempt prepares them afresh.
+        return True
     return isinstance(original, sqlite3.OperationalError) and "locked" in str(original)
 
 
@@ -48,8 +52,6 @@ ASYNCPG_CONNECTION_LOST = (
 
 
 P = ParamSpec("P")
-
-
 R = TypeVar("R")
 
 

@@ -217,6 +217,46 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     asyncio.run(scenario())
 
 
+@pytest.mark.postgres
+def test_a_migration_under_the_hot_paths_prepared_statements_costs_a_retry_not_a_request(
+    database_provider: DatabaseProvider,
+) -> None:
+    """asyncpg keeps each connection's statements prepared; a table changed under them
+    (a migration applied while this replica runs) fails the next one once, inside its
+    transaction, and the step report runs again on freshly prepared statements."""
+    url = database_provider.fresh_url("postgresql")
+    upgrade_to_head(url)
+    run = RunCreate.model_validate(
+        {"scheduler": {"type": "StepLR", "params": {"step_size": 2}}, "param_groups": [{"lr": 1}]}
+    )
+    recorded_steps = steps.RecordedSteps()
+
+    async def report(database: Database, step: int) -> dict[str, Any]:
+        return await steps.report_step(
+            database,
+            "migrated",
+            StepReport(step=step),
+            max_catch_up_steps=10,
+            recorded_steps=recorded_steps,
+        )
+
+    async def scenario() -> None:
+        database = await with_hot_path_pool(open_database(url), pool_size=1)
+        try:
+            catalog.create_run(database, "migrated", run, max_param_groups=4)
+            await report(database, 1)
+            await report(database, 2)
+            with database.engine.begin() as connection:
+                connection.exec_driver_sql("ALTER TABLE runs ALTER COLUMN step TYPE bigint")
+            answer = await report(database, 3)
+            assert (answer["step"], answer["replayed"]) == (3, False)
+            assert catalog.get_run(database, "migrated")["step"] == 3
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
