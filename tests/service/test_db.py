@@ -168,6 +168,18 @@ def test_reads_leave_no_transaction_open(
         database.dispose()
 
 
+async def report_step(
+    database: Database, run_id: str, step: int, recorded_steps: steps.RecordedSteps
+) -> dict[str, Any]:
+    return await steps.report_step(
+        database,
+        run_id,
+        StepReport(step=step),
+        max_catch_up_steps=10,
+        recorded_steps=recorded_steps,
+    )
+
+
 @pytest.mark.postgres
 def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
     database_provider: DatabaseProvider,
@@ -190,13 +202,7 @@ def test_connections_the_server_dropped_are_replaced_without_failing_a_request(
             )
 
     async def report(database: Database, step: int) -> dict[str, Any]:
-        return await steps.report_step(
-            database,
-            "dropped",
-            StepReport(step=step),
-            max_catch_up_steps=10,
-            recorded_steps=recorded_steps,
-        )
+        return await report_step(database, "dropped", step, recorded_steps)
 
     async def scenario() -> None:
         database = await with_hot_path_pool(open_database(url), pool_size=4)
@@ -232,13 +238,7 @@ def test_a_migration_under_the_hot_paths_prepared_statements_costs_a_retry_not_a
     recorded_steps = steps.RecordedSteps()
 
     async def report(database: Database, step: int) -> dict[str, Any]:
-        return await steps.report_step(
-            database,
-            "migrated",
-            StepReport(step=step),
-            max_catch_up_steps=10,
-            recorded_steps=recorded_steps,
-        )
+        return await report_step(database, "migrated", step, recorded_steps)
 
     async def scenario() -> None:
         database = await with_hot_path_pool(open_database(url), pool_size=1)
