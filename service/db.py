@@ -139,15 +139,22 @@ def dialect_of(url: str) -> Dialect:
     return "sqlite" if backend == "sqlite" else "postgresql"
 
 
-def ensure_sqlite_directory(url: str) -> None:
-    """Create the directory of a SQLite file so a fresh checkout or volume just works."""
+def sqlite_file_path(url: str) -> str | None:
+    """The path of the SQLite file ``url`` names; None for anything else (in-memory, URIs)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return
+        return None
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return None
+    return database
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """Create the directory of a SQLite file so a fresh checkout or volume just works."""
+    path = sqlite_file_path(url)
+    if path is not None:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def create_sqlite_engine(
@@ -209,14 +216,13 @@ def open_database(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
     url = normalize_url(url)
     pool = _pool_options(pool_size)
     if dialect_of(url) == "sqlite":
-        path = make_url(url).database
-        plain_file = bool(path) and path != ":memory:" and not path.startswith("file:")
+        path = sqlite_file_path(url)
         return Database(
             engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE", **pool),
             read_engine=create_sqlite_engine(url, begin=None, **pool),
             write_lock=threading.Lock(),
             dialect="sqlite",
-            loop_reader=LoopReader(path) if plain_file else None,
+            loop_reader=LoopReader(path) if path is not None else None,
         )
     return Database(
         engine=create_postgresql_engine(url, **pool),
