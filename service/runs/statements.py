@@ -153,16 +153,13 @@ def json_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class _DriverSql:
-    """The hot path's statements and value conversions for one backend's driver."""
+    """The reads and event rows both drivers behind SQLAlchemy share, and their value
+    conversions. Step writes run on SQLite's cursor (the statements above, as written)
+    or on asyncpg (:data:`ASYNCPG_SQL`); psycopg never writes a step."""
 
     recorded_step: str
     current_lr: str
-    lock_run: str
-    current_row: str
-    insert_step: str
-    update_run: str
     insert_event: str
-    record_one_step: str | None  # one statement for insert + update, where the backend can
     timestamp: Callable[[datetime], Any]
     json_value: Callable[[Any], Any]  # a JSON column as the driver returns it -> Python
     boolean: Callable[[Any], bool | None]
@@ -172,12 +169,7 @@ DRIVER_SQL: dict[str, _DriverSql] = {
     "sqlite": _DriverSql(
         recorded_step=SQL_RECORDED_STEP,
         current_lr=SQL_CURRENT_LR,
-        lock_run=SQL_LOCK_RUN,  # BEGIN IMMEDIATE already holds the database's write lock
-        current_row=SQL_CURRENT_ROW,
-        insert_step=SQL_INSERT_STEP,
-        update_run=SQL_UPDATE_RUN,
         insert_event=SQL_INSERT_EVENT,
-        record_one_step=None,
         timestamp=_sqlite_timestamp,
         json_value=json_from_text,  # JSON columns are TEXT
         boolean=_sqlite_boolean,
@@ -185,12 +177,7 @@ DRIVER_SQL: dict[str, _DriverSql] = {
     "postgresql": _DriverSql(
         recorded_step=_pyformat(SQL_RECORDED_STEP),
         current_lr=_pyformat(SQL_CURRENT_LR),
-        lock_run=_pyformat(SQL_LOCK_RUN + " FOR UPDATE"),
-        current_row=_pyformat(SQL_CURRENT_ROW),
-        insert_step=_pyformat(SQL_INSERT_STEP),
-        update_run=_pyformat(SQL_UPDATE_RUN),
         insert_event=_pyformat(SQL_INSERT_EVENT),
-        record_one_step=_pyformat(SQL_RECORD_ONE_STEP),
         timestamp=_same,
         json_value=_same,  # psycopg decodes jsonb itself
         boolean=_same,

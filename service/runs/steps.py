@@ -30,7 +30,11 @@ from service.runs.statements import (
     ASYNCPG_SQL,
     DRIVER_SQL,
     SQL_CURRENT_LR,
+    SQL_CURRENT_ROW,
+    SQL_INSERT_STEP,
+    SQL_LOCK_RUN,
     SQL_RECORDED_STEP,
+    SQL_UPDATE_RUN,
     driver_cursor,
     driver_row,
     event_row,
@@ -117,8 +121,13 @@ def _report_step_in_thread(
     max_catch_up_steps: int,
     recorded_steps: RecordedSteps,
 ) -> dict[str, Any]:
-    """:func:`report_step` on SQLAlchemy's engines, for a thread that may block."""
-    sql = DRIVER_SQL[database.dialect]
+    """:func:`report_step` on SQLite, for a thread that may block.
+
+    ``BEGIN IMMEDIATE`` already holds the database's write lock, so the run's row is
+    read without ``FOR UPDATE``.
+    """
+    assert database.dialect == "sqlite", "PostgreSQL reports steps on database.hot_path_pool"
+    sql = DRIVER_SQL["sqlite"]
     if recorded_steps.probably_recorded(run_id, report.step):
         with database.read_engine.connect() as connection:
             recorded = driver_row(
@@ -129,22 +138,19 @@ def _report_step_in_thread(
         if recorded[2] is not None:
             return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
     with database.write_lock, database.engine.begin() as connection:
-        locked = driver_row(connection, sql.lock_run, {"run_id": run_id})
+        locked = driver_row(connection, SQL_LOCK_RUN, {"run_id": run_id})
         if locked is None:
             raise run_not_found(run_id)
         run_pk, run_step = locked[0], locked[1]
         if report.step <= run_step:
             recorded = driver_row(
-                connection, sql.current_row, {"run_pk": run_pk, "step": report.step}
+                connection, SQL_CURRENT_ROW, {"run_pk": run_pk, "step": report.step}
             )
             assert recorded is not None  # every step up to the run's is on its current line
             return _replay_answer(sql.json_value, sql.boolean, recorded)
         advance = _advance(sql.json_value, sql.timestamp, locked, report, max_catch_up_steps)
-        if len(advance.step_rows) == 1 and sql.record_one_step is not None:
-            driver_cursor(connection, sql.record_one_step, advance.step_rows[0])
-        else:
-            driver_cursor(connection, sql.insert_step, advance.step_rows)
-            driver_cursor(connection, sql.update_run, advance.step_rows[-1])
+        driver_cursor(connection, SQL_INSERT_STEP, advance.step_rows)
+        driver_cursor(connection, SQL_UPDATE_RUN, advance.step_rows[-1])
         if advance.event_rows:
             driver_cursor(connection, sql.insert_event, advance.event_rows)
     recorded_steps.saw(run_id, report.step)
