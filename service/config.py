@@ -4,7 +4,6 @@ Settings are an object handed to :func:`service.main.create_app`, never a module
 global, so a test (or a second app in one process) can run with its own.
 """
 
-from fastapi import Request
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,11 +27,7 @@ class Settings(BaseSettings):
     max_preview_steps: int = 100000
     max_catch_up_steps: int = 100000
     max_param_groups: int = 64
+    # A running run with no new step for this long is shown as "stale" (computed when read).
+    stale_after: float = Field(default=600.0, gt=0)
     # Connections per database pool, and the cap on threads serving requests at once.
     db_pool_size: int = Field(default=16, ge=1)
-
-
-def get_settings(request: Request) -> Settings:
-    """FastAPI dependency: the Settings the app was created with (limits, tokens)."""
-    settings: Settings = request.app.state.settings
-    return settings

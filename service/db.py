@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +45,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from fastapi import Request
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The longest one wait on the database may take: connecting, a free pooled connection,
+# SQLite's write lock (ours and the file's), a PostgreSQL statement on the hot path.
+# service.runs.retrying retries within a window of about the same length and then
+# answers 503, so a request meeting a database that is away is answered within ~10 s.
+DATABASE_WAIT_SECONDS = 3.0
+SQLITE_BUSY_TIMEOUT_MS = int(DATABASE_WAIT_SECONDS * 1000)
 DEFAULT_POOL_SIZE = 16
 # Below any server- or proxy-side idle timeout one is likely to meet.
 POOL_RECYCLE_SECONDS = 1800
@@ -75,14 +79,17 @@ class LoopReader:
         self.path = path
         self._connection: sqlite3.Connection | None = None
 
-    def connection(self) -> sqlite3.Connection:
+    def fetch_one(self, statement: str, values: Mapping[str, Any]) -> sqlite3.Row | None:
+        """The first row of ``statement``, by name; sqlite3.OperationalError when busy."""
         if self._connection is None:
             connection = sqlite3.connect(
                 self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
             connection.execute("PRAGMA query_only=ON")
+            connection.row_factory = sqlite3.Row
             self._connection = connection
-        return self._connection
+        row: sqlite3.Row | None = self._connection.execute(statement, values).fetchone()
+        return row
 
     def close(self) -> None:
         if self._connection is not None:
@@ -116,12 +123,6 @@ class Database:
         if self.hot_path_pool is not None:
             await self.hot_path_pool.close()
         self.dispose()
-
-
-def get_database(request: Request) -> Database:
-    """FastAPI dependency: the Database the app's lifespan opened."""
-    database: Database = request.app.state.database
-    return database
 
 
 def normalize_url(url: str) -> str:
@@ -200,11 +201,37 @@ def create_sqlite_engine(
 
 def create_postgresql_engine(url: str, **options: Any) -> Engine:
     options.setdefault("isolation_level", "READ COMMITTED")
+    # libpq's connect_timeout takes whole seconds.
+    options.setdefault("connect_args", {"connect_timeout": max(1, round(DATABASE_WAIT_SECONDS))})
     return sa.create_engine(url, **options)
 
 
 def _pool_options(pool_size: int) -> dict[str, Any]:
-    return {"pool_size": pool_size, "max_overflow": 0, "pool_recycle": POOL_RECYCLE_SECONDS}
+    return {
+        "pool_size": pool_size,
+        "max_overflow": 0,
+        "pool_recycle": POOL_RECYCLE_SECONDS,
+        "pool_timeout": DATABASE_WAIT_SECONDS,
+    }
+
+
+class WriteTurn:
+    """This process's SQLite writers take turns; a turn not had in time is a busy database.
+
+    Raises sqlite3's own "database is locked" error when the wait runs out, the error
+    SQLite gives when its busy timeout runs out, so service.runs treats both alike.
+    """
+
+    def __init__(self, timeout: float = DATABASE_WAIT_SECONDS) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self.timeout):
+            raise sqlite3.OperationalError("database is locked (this process's writers queue)")
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
 
 
 def open_database(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
@@ -220,7 +247,7 @@ def open_database(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
         return Database(
             engine=create_sqlite_engine(url, begin="BEGIN IMMEDIATE", **pool),
             read_engine=create_sqlite_engine(url, begin=None, **pool),
-            write_lock=threading.Lock(),
+            write_lock=WriteTurn(),
             dialect="sqlite",
             loop_reader=LoopReader(path) if path is not None else None,
         )
@@ -250,6 +277,8 @@ async def with_hot_path_pool(database: Database, *, pool_size: int) -> Database:
         min_size=0,
         max_size=pool_size,
         max_inactive_connection_lifetime=POOL_RECYCLE_SECONDS,
+        timeout=DATABASE_WAIT_SECONDS,  # connecting
+        command_timeout=DATABASE_WAIT_SECONDS,  # each statement, a row lock's wait included
     )
     return dataclasses.replace(database, hot_path_pool=pool)
 

@@ -74,6 +74,8 @@ class Run(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # The last new step (creation until the first): what ``stale`` is computed from.
+    stepped_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class Step(Base):

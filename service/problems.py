@@ -12,11 +12,14 @@ vocabulary to parse and never sees a traceback.
     ├── RunConflict          409 run-conflict         (differences)
     ├── StepOutOfOrder       409 step-out-of-order    (expected_step)
     ├── ScheduleEnded        409 schedule-ended       (step, total_steps)
+    ├── ScheduleFailed       409 schedule-failed      (step, parameter, reason)
+    ├── RunNotRunning        409 run-not-running      (run_status, step)
     ├── NotEnoughData        409 not-enough-data
     ├── InvalidRequest       422 invalid-request      (errors: [{"loc", "msg"}])
     ├── Unauthorized         401 unauthorized
     ├── Forbidden            403 forbidden
     ├── ServiceUnavailable   503 service-unavailable
+    │   └── DatabaseUnavailable                       (Retry-After)
     └── InternalError        500 internal-error
 """
 
@@ -87,6 +90,26 @@ class ScheduleEnded(Problem):
     status, slug, title = 409, "schedule-ended", "Schedule has ended"
 
 
+class ScheduleFailed(Problem):
+    """The schedule cannot compute this step (an expression divides by zero, a value
+    overflows): torch would crash here. The run stays as it was, so an operator can set
+    the lr by hand, rewind, or mark it failed; the failure is recorded as an event."""
+
+    status, slug, title = 409, "schedule-failed", "The schedule failed at this step"
+
+    @property
+    def step(self) -> int:
+        step: int = self.extensions["step"]
+        return step
+
+    def event_detail(self) -> dict[str, Any]:
+        return {"message": self.detail, **self.extensions}
+
+
+class RunNotRunning(Problem):
+    status, slug, title = 409, "run-not-running", "The run is not running"
+
+
 class NotEnoughData(Problem):
     status, slug, title = 409, "not-enough-data", "Not enough data"
 
@@ -106,6 +129,12 @@ class Forbidden(Problem):
 
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database did not answer in time (down, cut off, locked, full): worth a retry."""
+
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
 
 
 class InternalError(Problem):

@@ -29,7 +29,12 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 MAX_STEP = 2**31 - 1
 NON_FINITE_STRINGS = ("NaN", "Infinity", "-Infinity")
 
-RunStatus = Literal["running", "finished", "failed"]
+# What a run's status is set to; ``stale`` is only ever computed when read (see
+# service.runs.answers), never stored.
+StoredRunStatus = Literal["running", "finished", "failed"]
+RunStatus = Literal["running", "stale", "finished", "failed"]
+# A run in one of these takes no new steps until it is reopened.
+STOPPED_STATUSES = frozenset({"finished", "failed"})
 
 _NUMBER_OR_NON_FINITE_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "enum": list(NON_FINITE_STRINGS)}]
@@ -129,7 +134,9 @@ class RunCreate(_RequestBody):
 
 
 class RunPatch(_RequestBody):
-    status: RunStatus | None = None
+    status: StoredRunStatus | None = Field(
+        default=None, description='"running" reopens a finished or failed run'
+    )
     metadata: dict[str, Any] | None = Field(
         default=None, description="Replaces the stored metadata as a whole"
     )

@@ -1,15 +1,15 @@
 """Liveness, readiness and metrics: the endpoints an orchestrator polls, without a token."""
 
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.db import Database, get_database, schema_is_current
+from service.db import schema_is_current
 from service.metrics import METRICS_MEDIA_TYPE, Metrics
 from service.problems import ServiceUnavailable
+from service.routes.dependencies import DatabaseDependency
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("lrkeeper.health")
@@ -22,7 +22,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "database unreachable or not migrated"}})
-def readyz(database: Annotated[Database, Depends(get_database)]) -> dict[str, str]:
+def readyz(database: DatabaseDependency) -> dict[str, str]:
     """Ready for traffic: the database answers and its schema is the newest migration."""
     try:
         current = schema_is_current(database.read_engine)

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, Response
 
 from service.auth import require_read
 from service.problems import PROBLEM_MEDIA_TYPE
-from service.routes.runs import DatabaseDependency, RunId, SettingsDependency
+from service.routes.dependencies import DatabaseDependency, SettingsDependency
+from service.routes.runs import RunId
 from service.runs import history as run_history
 from service.schemas import MAX_STEP, EventPage, HistoryPage
 

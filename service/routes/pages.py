@@ -16,8 +16,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from service.auth import require_read
 from service.db import Database
-from service.routes.runs import DatabaseDependency, RunId, SettingsDependency
-from service.runs import catalog, steps
+from service.routes.dependencies import DatabaseDependency, SettingsDependency
+from service.routes.runs import RunId
+from service.runs import catalog
 from service.runs import history as run_history
 from service.schemas import RunStatus
 
@@ -40,7 +41,7 @@ th { background: #f4f4f4; }
 code, pre { background: #f6f6f6; padding: 0.1rem 0.3rem; }
 nav a, .links a { margin-right: 1rem; }
 .status-running { color: #1f77b4; } .status-finished { color: #2ca02c; }
-.status-failed { color: #d62728; }
+.status-failed { color: #d62728; } .status-stale { color: #ff7f0e; }
 """
 
 
@@ -73,6 +74,7 @@ def runs_page(
         limit=min(RUNS_PER_PAGE, settings.max_list_limit),
         cursor=cursor,
         max_limit=settings.max_list_limit,
+        stale_after=settings.stale_after,
     )
     rows = "".join(
         "<tr>"
@@ -125,8 +127,20 @@ def _chart_points(
     )
     points = [(item["step"], item["lr"]) for item in page.items]
     if points and points[-1][0] != current_step:
-        last = steps.current_lr_blocking(database, run_id, current_step)
-        points.append((current_step, last["lr"]))
+        last = run_history.history(
+            database,
+            run_id,
+            run_history.HistoryQuery(
+                start=current_step,
+                end=current_step,
+                limit=1,
+                cursor=None,
+                every=1,
+                include_superseded=False,
+            ),
+            max_limit=max_limit,
+        )
+        points.extend((item["step"], item["lr"]) for item in last.items)
     return points
 
 
@@ -200,7 +214,7 @@ def run_page(
     run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
 ) -> HTMLResponse:
     """One run: what it is, where it stands, its lr drawn, its events, links to the data."""
-    run = catalog.get_run(database, run_id)
+    run = catalog.get_run(database, run_id, stale_after=settings.stale_after)
     events = run_history.list_events(
         database,
         run_id,
@@ -263,7 +277,7 @@ def run_chart(
     run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
 ) -> Response:
     """The run's lr over its current line of history, one line per param group, as SVG."""
-    run = catalog.get_run(database, run_id)
+    run = catalog.get_run(database, run_id, stale_after=settings.stale_after)
     return Response(
         _run_chart(database, run, settings.max_history_limit), media_type=SVG_MEDIA_TYPE
     )

@@ -15,9 +15,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from service.auth import require_read, require_write
-from service.config import Settings, get_settings
-from service.db import Database, get_database
 from service.problems import PROBLEM_MEDIA_TYPE
+from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.runs import catalog, changes, steps
 from service.runs import history as run_history
 from service.schemas import (
@@ -46,10 +45,6 @@ RunId = Annotated[
         description="1–128 characters of A-Za-z0-9._-, chosen by the client",
     ),
 ]
-DatabaseDependency = Annotated[Database, Depends(get_database)]
-
-
-SettingsDependency = Annotated[Settings, Depends(get_settings)]
 
 
 def _problem(status_code: int, description: str) -> dict[str, Any]:
@@ -76,7 +71,11 @@ def put_run(
 ) -> JSONResponse:
     """Create a run (idempotent: every rank of a job may PUT the same run)."""
     created, run = catalog.create_run(
-        database, run_id, body, max_param_groups=settings.max_param_groups
+        database,
+        run_id,
+        body,
+        max_param_groups=settings.max_param_groups,
+        stale_after=settings.stale_after,
     )
     return JSONResponse(
         run,
@@ -90,8 +89,10 @@ def put_run(
     dependencies=[Depends(require_read)],
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def get_run(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
-    return JSONResponse(catalog.get_run(database, run_id))
+def get_run(
+    run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
+    return JSONResponse(catalog.get_run(database, run_id, stale_after=settings.stale_after))
 
 
 @router.get(
@@ -117,6 +118,7 @@ def list_runs(
         limit=limit,
         cursor=cursor,
         max_limit=settings.max_list_limit,
+        stale_after=settings.stale_after,
     )
     return JSONResponse(page.as_dict())
 
@@ -126,9 +128,16 @@ def list_runs(
     dependencies=[Depends(require_write)],
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JSONResponse:
-    """Change the status and/or replace the metadata; the schedule never changes here."""
-    return JSONResponse(catalog.update_run(database, run_id, body))
+def patch_run(
+    run_id: RunId, body: RunPatch, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
+    """Change the status and/or replace the metadata; the schedule never changes here.
+
+    ``{"status": "running"}`` reopens a finished or failed run (event ``reopened``).
+    """
+    return JSONResponse(
+        catalog.update_run(database, run_id, body, stale_after=settings.stale_after)
+    )
 
 
 @router.post(
@@ -137,7 +146,12 @@ def patch_run(run_id: RunId, body: RunPatch, database: DatabaseDependency) -> JS
     responses={
         200: {"model": StepAnswer},
         **NOT_FOUND,
-        409: _problem(409, "Step out of order (`expected_step`) or past the schedule's end"),
+        409: _problem(
+            409,
+            "Step out of order (`expected_step`), past the schedule's end, a schedule that "
+            "failed at this step (`schedule-failed`), or a run that is not running "
+            "(`run-not-running`)",
+        ),
         **INVALID,
     },
 )
@@ -178,9 +192,11 @@ async def get_lr(
     dependencies=[Depends(require_write)],
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def set_lr(run_id: RunId, body: LrChange, database: DatabaseDependency) -> JSONResponse:
+def set_lr(
+    run_id: RunId, body: LrChange, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
     """Set the current lr by hand; later steps continue from it exactly as torch's would."""
-    return JSONResponse(changes.set_lr(database, run_id, body))
+    return JSONResponse(changes.set_lr(database, run_id, body, stale_after=settings.stale_after))
 
 
 @router.post(
@@ -188,9 +204,13 @@ def set_lr(run_id: RunId, body: LrChange, database: DatabaseDependency) -> JSONR
     dependencies=[Depends(require_write)],
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def rewind(run_id: RunId, body: Rewind, database: DatabaseDependency) -> JSONResponse:
+def rewind(
+    run_id: RunId, body: Rewind, database: DatabaseDependency, settings: SettingsDependency
+) -> JSONResponse:
     """Back to the state after step K; the later history stays, marked superseded."""
-    return JSONResponse(changes.rewind(database, run_id, body.step))
+    return JSONResponse(
+        changes.rewind(database, run_id, body.step, stale_after=settings.stale_after)
+    )
 
 
 @router.get(

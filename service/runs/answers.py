@@ -8,6 +8,7 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Row
@@ -17,17 +18,32 @@ from service.problems import (
     InvalidRequest,
     NotFound,
 )
-from service.runs.statements import iso_timestamp
+from service.runs.statements import iso_timestamp, utc_now
 from service.schedules.base import ScheduleEvent, Scheduler
 from service.schedules.codec import encode_floats
 
+# LRKEEPER_STALE_AFTER's default: ten minutes without a new step.
+DEFAULT_STALE_AFTER_SECONDS = 600.0
 
-def run_answer(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+
+def stale_cutoff(stale_after: float) -> datetime:
+    """A running run whose last new step is older than this is shown as ``stale``."""
+    return utc_now() - timedelta(seconds=stale_after)
+
+
+def shown_status(status: str, stepped_at: datetime, stale_before: datetime) -> str:
+    """The stored status, or ``stale``: computed when read, so no job has to mark runs."""
+    if status == "running" and stepped_at < stale_before:
+        return "stale"
+    return status
+
+
+def run_answer(row: Row[Any] | Mapping[str, Any], stale_before: datetime) -> dict[str, Any]:
     """A Run as API.md spells it; ``momentum`` only when the schedule cycles it."""
     values = row._mapping if isinstance(row, Row) else row
     answer: dict[str, Any] = {
         "run_id": values["run_id"],
-        "status": values["status"],
+        "status": shown_status(values["status"], values["stepped_at"], stale_before),
         "step": values["step"],
         "lr": values["lr"],
     }

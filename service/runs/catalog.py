@@ -14,6 +14,7 @@ from service.problems import (
 )
 from service.runs.answers import (
     DEFAULT_LIST_LIMIT,
+    DEFAULT_STALE_AFTER_SECONDS,
     Page,
     build_scheduler,
     check_param_group_count,
@@ -23,11 +24,11 @@ from service.runs.answers import (
     page_limit,
     run_answer,
     run_not_found,
+    stale_cutoff,
 )
 from service.runs.retrying import retry_on_conflict
 from service.runs.statements import (
-    DRIVER_SQL,
-    INSERT_STEP,
+    INSERT_STEP_ROW,
     RUN_COLUMNS,
     SELECT_RUN,
     dialect_insert,
@@ -37,12 +38,17 @@ from service.runs.statements import (
     utc_now,
 )
 from service.schedules.codec import encode_floats
-from service.schemas import RunCreate, RunPatch
+from service.schemas import STOPPED_STATUSES, RunCreate, RunPatch
 
 
 @retry_on_conflict
 def create_run(
-    database: Database, run_id: str, request: RunCreate, *, max_param_groups: int
+    database: Database,
+    run_id: str,
+    request: RunCreate,
+    *,
+    max_param_groups: int,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
 ) -> tuple[bool, dict[str, Any]]:
     """PUT a run: (True, run) when created, (False, run) when it exists with the same config.
 
@@ -71,6 +77,7 @@ def create_run(
         "metadata": encode_floats(request.metadata),
         "created_at": now,
         "updated_at": now,
+        "stepped_at": now,
     }
     insert_run = (
         dialect_insert(database, runs_table)
@@ -82,7 +89,7 @@ def create_run(
         run_pk = connection.execute(insert_run).scalar()
         if run_pk is not None:
             connection.execute(
-                INSERT_STEP,
+                INSERT_STEP_ROW,
                 {
                     "run_pk": run_pk,
                     "step": outcome.step,
@@ -98,8 +105,8 @@ def create_run(
                 },
             )
             step_events = [(outcome.step, event) for event in events]
-            insert_events(connection, DRIVER_SQL[database.dialect], run_pk, step_events, now)
-            return True, run_answer(new_run)
+            insert_events(connection, run_pk, step_events, now)
+            return True, run_answer(new_run, stale_cutoff(stale_after))
         existing = connection.execute(SELECT_RUN.with_for_update(), {"run_id": run_id}).one()
         differences = [
             *config_differences("scheduler", existing.scheduler, stored_scheduler),
@@ -111,7 +118,7 @@ def create_run(
                 f"run {run_id!r} exists with another configuration ({fields})",
                 differences=differences,
             )
-        return False, run_answer(existing)
+        return False, run_answer(existing, stale_cutoff(stale_after))
 
 
 def _same_value(stored: Any, requested: Any) -> bool:
@@ -149,12 +156,14 @@ def config_differences(path: str, stored: Any, requested: Any) -> list[dict[str,
 
 
 @retry_on_conflict
-def get_run(database: Database, run_id: str) -> dict[str, Any]:
+def get_run(
+    database: Database, run_id: str, *, stale_after: float = DEFAULT_STALE_AFTER_SECONDS
+) -> dict[str, Any]:
     with database.read_engine.connect() as connection:
         row = connection.execute(SELECT_RUN, {"run_id": run_id}).first()
     if row is None:
         raise run_not_found(run_id)
-    return run_answer(row)
+    return run_answer(row, stale_cutoff(stale_after))
 
 
 @retry_on_conflict
@@ -166,11 +175,21 @@ def list_runs(
     limit: int | None,
     cursor: str | None,
     max_limit: int,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
 ) -> Page:
-    """Runs in creation order, keyset-paged on the primary key (the cursor hides it)."""
+    """Runs in creation order, keyset-paged on the primary key (the cursor hides it).
+
+    ``stale`` and ``running`` split the stored ``running`` at one cutoff, taken once, so
+    a run is listed under exactly one of them and shown with the status it was listed by.
+    """
     limit = page_limit(limit, DEFAULT_LIST_LIMIT, max_limit)
+    stale_before = stale_cutoff(stale_after)
     query = sa.select(run_columns.id, *RUN_COLUMNS).order_by(run_columns.id).limit(limit + 1)
-    if status is not None:
+    if status == "stale":
+        query = query.where(run_columns.status == "running", run_columns.stepped_at < stale_before)
+    elif status == "running":
+        query = query.where(run_columns.status == "running", run_columns.stepped_at >= stale_before)
+    elif status is not None:
         query = query.where(run_columns.status == status)
     if prefix:
         # substr rather than LIKE: SQLite's LIKE ignores case, run ids do not.
@@ -181,29 +200,47 @@ def list_runs(
     with database.read_engine.connect() as connection:
         rows = connection.execute(query).all()
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return Page([run_answer(row) for row in rows[:limit]], next_cursor)
+    return Page([run_answer(row, stale_before) for row in rows[:limit]], next_cursor)
 
 
 @retry_on_conflict
-def update_run(database: Database, run_id: str, patch: RunPatch) -> dict[str, Any]:
-    """PATCH: status and/or metadata (replaced whole); the schedule itself never changes here."""
+def update_run(
+    database: Database,
+    run_id: str,
+    patch: RunPatch,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> dict[str, Any]:
+    """PATCH: status and/or metadata (replaced whole); the schedule itself never changes here.
+
+    Reopening a finished or failed run (status back to ``running``) is an event, and
+    restarts the stale clock: the run was stopped, not silent.
+    """
     values: dict[str, Any] = {}
     if patch.status is not None:
         values["status"] = patch.status
     if patch.metadata is not None:
         values["metadata"] = encode_floats(patch.metadata)
     with database.write_lock, database.engine.begin() as connection:
-        run_pk = connection.execute(
-            sa.select(run_columns.id).where(run_columns.run_id == run_id).with_for_update()
-        ).scalar()
-        if run_pk is None:
+        run = connection.execute(
+            sa.select(run_columns.id, run_columns.status, run_columns.step)
+            .where(run_columns.run_id == run_id)
+            .with_for_update()
+        ).first()
+        if run is None:
             raise run_not_found(run_id)
         if not values:
-            return run_answer(connection.execute(SELECT_RUN, {"run_id": run_id}).one())
+            existing = connection.execute(SELECT_RUN, {"run_id": run_id}).one()
+            return run_answer(existing, stale_cutoff(stale_after))
+        now = utc_now()
+        if patch.status == "running" and run.status in STOPPED_STATUSES:
+            values["stepped_at"] = now
+            reopened = {"kind": "reopened", "detail": {"from": run.status}}
+            insert_events(connection, run.id, [(run.step, reopened)], now)
         updated = connection.execute(
             sa.update(runs_table)
-            .where(run_columns.id == run_pk)
-            .values(**values, updated_at=utc_now())
+            .where(run_columns.id == run.id)
+            .values(**values, updated_at=now)
             .returning(*RUN_COLUMNS)
         ).one()
-        return run_answer(updated)
+        return run_answer(updated, stale_cutoff(stale_after))

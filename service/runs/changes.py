@@ -6,10 +6,15 @@ import sqlalchemy as sa
 
 from service import schedules
 from service.db import Database
-from service.runs.answers import invalid, run_answer, run_not_found
+from service.runs.answers import (
+    DEFAULT_STALE_AFTER_SECONDS,
+    invalid,
+    run_answer,
+    run_not_found,
+    stale_cutoff,
+)
 from service.runs.retrying import retry_on_conflict
 from service.runs.statements import (
-    DRIVER_SQL,
     RUN_COLUMNS,
     SELECT_CURRENT_ROW,
     insert_events,
@@ -24,7 +29,13 @@ from service.schemas import LrChange
 
 
 @retry_on_conflict
-def set_lr(database: Database, run_id: str, change: LrChange) -> dict[str, Any]:
+def set_lr(
+    database: Database,
+    run_id: str,
+    change: LrChange,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> dict[str, Any]:
     """POST /lr: a hand edit of the groups' lrs; the next step continues from it, as in torch."""
     with database.write_lock, database.engine.begin() as connection:
         run = connection.execute(
@@ -55,18 +66,24 @@ def set_lr(database: Database, run_id: str, change: LrChange) -> dict[str, Any]:
         if change.reason is not None:
             detail["reason"] = change.reason
         lr_set = [(run.step, {"kind": "lr_set", "detail": detail})]
-        insert_events(connection, DRIVER_SQL[database.dialect], run.id, lr_set, now)
+        insert_events(connection, run.id, lr_set, now)
         updated = connection.execute(
             sa.update(runs_table)
             .where(run_columns.id == run.id)
             .values(lr=new_lr, state=scheduler.state(), updated_at=now)
             .returning(*RUN_COLUMNS)
         ).one()
-        return run_answer(updated)
+        return run_answer(updated, stale_cutoff(stale_after))
 
 
 @retry_on_conflict
-def rewind(database: Database, run_id: str, step: int) -> dict[str, Any]:
+def rewind(
+    database: Database,
+    run_id: str,
+    step: int,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
+) -> dict[str, Any]:
     """POST /rewind: back to the state step K recorded; later rows are superseded, never deleted."""
     with database.write_lock, database.engine.begin() as connection:
         run = connection.execute(
@@ -94,7 +111,7 @@ def rewind(database: Database, run_id: str, step: int) -> dict[str, Any]:
         )
         detail = {"from": run.step, "to": step}
         rewound = [(step, {"kind": "rewind", "detail": detail})]
-        insert_events(connection, DRIVER_SQL[database.dialect], run.id, rewound, now)
+        insert_events(connection, run.id, rewound, now)
         updated = connection.execute(
             sa.update(runs_table)
             .where(run_columns.id == run.id)
@@ -107,4 +124,4 @@ def rewind(database: Database, run_id: str, step: int) -> dict[str, Any]:
             )
             .returning(*RUN_COLUMNS)
         ).one()
-        return run_answer(updated)
+        return run_answer(updated, stale_cutoff(stale_after))

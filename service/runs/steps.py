@@ -1,15 +1,17 @@
 """The hot path: step reports and lr reads, the bulk of the traffic.
 
-A replay is one lock-free read; a new step is lock, restore, step, insert and
-update, commit. On PostgreSQL it all runs on the event loop over asyncpg; on
-SQLite reads run on the event loop (service.db.LoopReader) and writes in a
-worker thread, since the driver blocks.
+Each use case is written once. A read is one :class:`HotStatement` fetched by
+:func:`_read_row`; a step report's write is the generator :func:`_record_step`
+(lock → re-check → advance → write), which yields the statements it needs and is
+driven by one of two small runners: :func:`_run_on_sqlite` in a worker thread (the
+driver blocks) or :func:`_run_on_asyncpg` on the event loop. The logic never knows
+which driver answers it; the runners never know what the logic decides.
 """
 
 import contextlib
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,33 +20,40 @@ import asyncpg
 from anyio import to_thread
 
 from service import schedules
-from service.db import Database, LoopReader
+from service.db import DATABASE_WAIT_SECONDS, Database
 from service.problems import (
     NotFound,
+    Problem,
+    RunNotRunning,
     ScheduleEnded,
+    ScheduleFailed,
     StepOutOfOrder,
 )
 from service.runs.answers import event_dicts, invalid, run_not_found, step_answer
 from service.runs.retrying import ASYNCPG_CONNECTION_LOST, retry_on_conflict
 from service.runs.statements import (
-    ASYNCPG_SQL,
-    DRIVER_SQL,
-    SQL_CURRENT_LR,
-    SQL_CURRENT_ROW,
-    SQL_INSERT_STEP,
-    SQL_LOCK_RUN,
-    SQL_RECORDED_STEP,
-    SQL_UPDATE_RUN,
-    driver_cursor,
-    driver_row,
+    CURRENT_LR,
+    CURRENT_ROW,
+    EVENT_RECORDED,
+    INSERT_EVENT,
+    INSERT_STEP,
+    LOCK_RUN,
+    RECORD_ONE_STEP,
+    RECORDED_STEP,
+    UPDATE_RUN,
+    HotStatement,
     event_row,
     json_from_text,
     json_text,
+    sqlite_timestamp,
     utc_now,
 )
 from service.schedules.base import Scheduler, StepOutcome
 from service.schedules.codec import encode_floats
-from service.schemas import StepReport
+from service.schemas import STOPPED_STATUSES, StepReport
+
+# A row as a driver returns it, read by column name (sqlite3.Row or asyncpg.Record).
+Row = Mapping[str, Any]
 
 
 class RecordedSteps:
@@ -61,16 +70,45 @@ class RecordedSteps:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self.step_columns: dict[str, int] = {}
+        self.highest_steps: dict[str, int] = {}
 
     def probably_recorded(self, run_id: str, step: int) -> bool:
-        return step <= self.step_columns.get(run_id, -1)
+        return step <= self.highest_steps.get(run_id, -1)
 
     def saw(self, run_id: str, step: int) -> None:
-        if step > self.step_columns.get(run_id, -1):
-            if len(self.step_columns) >= self.capacity:
-                self.step_columns.clear()
-            self.step_columns[run_id] = step
+        if step > self.highest_steps.get(run_id, -1):
+            if len(self.highest_steps) >= self.capacity:
+                self.highest_steps.clear()
+            self.highest_steps[run_id] = step
+
+
+# -- what the logic asks of a driver -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Run ``statement`` and send back its first row (or None)."""
+
+    statement: HotStatement
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    """Insert ``step_rows`` (the last one's values go onto the run) and ``event_rows``."""
+
+    step_rows: Sequence[Mapping[str, Any]]
+    event_rows: Sequence[Mapping[str, Any]]
+
+
+# What a unit of work finally gives: the answer, or a problem to raise once the
+# transaction has committed (a schedule failure is recorded as an event, then refused).
+Outcome = dict[str, Any] | Problem
+Unit = Generator[Fetch | Record, Row | None, Outcome]
+UnitFactory = Callable[[Callable[[datetime], Any]], Unit]
+
+
+# -- the use cases ---------------------------------------------------------------
 
 
 async def report_step(
@@ -87,151 +125,84 @@ async def report_step(
     so the ranks replaying a step never queue behind a writer. A step the run has not
     reached takes the write path, which locks the run and looks again (another rank
     may have recorded it in between). ``recorded_steps`` says which to try first.
-    PostgreSQL runs it on the event loop (asyncpg); SQLite in a worker thread.
     """
-    if database.hot_path_pool is not None:
-        return await _report_step_on_asyncpg(
-            database.hot_path_pool, run_id, report, max_catch_up_steps, recorded_steps
-        )
-    if database.loop_reader is not None and recorded_steps.probably_recorded(run_id, report.step):
-        recorded = _read_on_the_loop(
-            database.loop_reader, SQL_RECORDED_STEP, {"run_id": run_id, "step": report.step}
-        )
-        if recorded is not None and recorded[2] is not None:
-            sql = DRIVER_SQL["sqlite"]
-            return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
-    return await to_thread.run_sync(
-        functools.partial(
-            _report_step_in_thread,
-            database,
-            run_id,
-            report,
-            max_catch_up_steps=max_catch_up_steps,
-            recorded_steps=recorded_steps,
-        )
-    )
-
-
-@retry_on_conflict
-def _report_step_in_thread(
-    database: Database,
-    run_id: str,
-    report: StepReport,
-    *,
-    max_catch_up_steps: int,
-    recorded_steps: RecordedSteps,
-) -> dict[str, Any]:
-    """:func:`report_step` on SQLite, for a thread that may block.
-
-    ``BEGIN IMMEDIATE`` already holds the database's write lock, so the run's row is
-    read without ``FOR UPDATE``.
-    """
-    assert database.dialect == "sqlite", "PostgreSQL reports steps on database.hot_path_pool"
-    sql = DRIVER_SQL["sqlite"]
     if recorded_steps.probably_recorded(run_id, report.step):
-        with database.read_engine.connect() as connection:
-            recorded = driver_row(
-                connection, sql.recorded_step, {"run_id": run_id, "step": report.step}
-            )
+        recorded = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": report.step})
         if recorded is None:
             raise run_not_found(run_id)
-        if recorded[2] is not None:
-            return _replay_answer(sql.json_value, sql.boolean, recorded[1:])
-    with database.write_lock, database.engine.begin() as connection:
-        locked = driver_row(connection, SQL_LOCK_RUN, {"run_id": run_id})
-        if locked is None:
-            raise run_not_found(run_id)
-        run_pk, run_step = locked[0], locked[1]
-        if report.step <= run_step:
-            recorded = driver_row(
-                connection, SQL_CURRENT_ROW, {"run_pk": run_pk, "step": report.step}
-            )
-            assert recorded is not None  # every step up to the run's is on its current line
-            return _replay_answer(sql.json_value, sql.boolean, recorded)
-        advance = _advance(sql.json_value, sql.timestamp, locked, report, max_catch_up_steps)
-        driver_cursor(connection, SQL_INSERT_STEP, advance.step_rows)
-        driver_cursor(connection, SQL_UPDATE_RUN, advance.step_rows[-1])
-        if advance.event_rows:
-            driver_cursor(connection, sql.insert_event, advance.event_rows)
+        if recorded["lr"] is not None:
+            return _replay_answer(recorded)
+    outcome = await _in_write_transaction(
+        database, functools.partial(_record_step, run_id, report, max_catch_up_steps)
+    )
+    if isinstance(outcome, Problem):
+        raise outcome
     recorded_steps.saw(run_id, report.step)
-    return advance.answer
+    return outcome
 
 
-@retry_on_conflict
-async def _report_step_on_asyncpg(
-    pool: asyncpg.Pool,
-    run_id: str,
-    report: StepReport,
-    max_catch_up_steps: int,
-    recorded_steps: RecordedSteps,
-) -> dict[str, Any]:
-    """:func:`report_step` on PostgreSQL: the same statements, awaited on one pooled connection."""
-    sql = ASYNCPG_SQL
-    async with _pooled(pool) as connection:
-        if recorded_steps.probably_recorded(run_id, report.step):
-            statement = sql.recorded_step
-            recorded = await connection.fetchrow(
-                statement.sql, *statement.args({"run_id": run_id, "step": report.step})
-            )
-            if recorded is None:
-                raise run_not_found(run_id)
-            if recorded[2] is not None:
-                return _replay_answer(sql.json_value, sql.boolean, tuple(recorded)[1:])
-        async with connection.transaction():
-            locked = await connection.fetchrow(sql.lock_run.sql, run_id)
-            if locked is None:
-                raise run_not_found(run_id)
-            run_pk, run_step = locked[0], locked[1]
-            if report.step <= run_step:
-                recorded = await connection.fetchrow(sql.current_row.sql, run_pk, report.step)
-                assert recorded is not None  # every step up to the run's is on its current line
-                return _replay_answer(sql.json_value, sql.boolean, tuple(recorded))
-            advance = _advance(
-                sql.json_value, sql.timestamp, tuple(locked), report, max_catch_up_steps
-            )
-            if len(advance.step_rows) == 1:
-                statement = sql.record_one_step
-                await connection.execute(statement.sql, *statement.args(advance.step_rows[0]))
-            else:
-                await connection.executemany(
-                    sql.insert_step.sql, [sql.insert_step.args(row) for row in advance.step_rows]
-                )
-                statement = sql.update_run
-                await connection.execute(statement.sql, *statement.args(advance.step_rows[-1]))
-            if advance.event_rows:
-                await connection.executemany(
-                    sql.insert_event.sql,
-                    [sql.insert_event.args(row) for row in advance.event_rows],
-                )
-    recorded_steps.saw(run_id, report.step)
-    return advance.answer
+async def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
+    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row."""
+    if step is None:
+        row = await _read_row(database, CURRENT_LR, {"run_id": run_id})
+    else:
+        row = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": step})
+    if row is None:
+        raise run_not_found(run_id)
+    if row["lr"] is None:
+        raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
+    answer: dict[str, Any] = {"step": row["step"], "lr": json_from_text(row["lr"])}
+    momentum = json_from_text(row["momentum"])
+    if momentum is not None:
+        answer["momentum"] = momentum
+    return answer
 
 
-@contextlib.asynccontextmanager
-async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection; after a lost one, the pool's others are replaced too.
+# -- the logic of a step report's write, once for both drivers ------------------------
 
-    A server restart or failover ends every session at once; expiring the pool's
-    connections spares the retry (:func:`retry_on_conflict`) from meeting them one by one.
-    """
+
+def _record_step(
+    run_id: str, report: StepReport, max_catch_up_steps: int, timestamp: Callable[[datetime], Any]
+) -> Unit:
+    """Lock the run, look again, then replay, refuse, or advance and record."""
+    locked = yield Fetch(LOCK_RUN, {"run_id": run_id})
+    if locked is None:
+        raise run_not_found(run_id)
+    if report.step <= locked["step"]:
+        recorded = yield Fetch(CURRENT_ROW, {"run_pk": locked["run_pk"], "step": report.step})
+        assert recorded is not None  # every step up to the run's is on its current line
+        return _replay_answer(recorded)
+    if locked["status"] in STOPPED_STATUSES:
+        raise RunNotRunning(
+            f"run {run_id!r} is {locked['status']}, so it takes no new steps (it is at step "
+            f'{locked["step"]}); PATCH its status to "running" to reopen it',
+            status=locked["status"],
+            step=locked["step"],
+        )
+    recorded_at = timestamp(utc_now())
     try:
-        async with pool.acquire() as connection:
-            yield connection
-    except ASYNCPG_CONNECTION_LOST:
-        await pool.expire_connections()
-        raise
+        advance = _advance(locked, report, max_catch_up_steps, recorded_at)
+    except ScheduleFailed as failure:
+        # Told once per failing step, however many ranks report it; the run stays as it was.
+        event = {"kind": "schedule_failed", "detail": failure.event_detail()}
+        key = {"run_pk": locked["run_pk"], "step": failure.step, "kind": event["kind"]}
+        if (yield Fetch(EVENT_RECORDED, key)) is None:
+            yield Record([], [event_row(locked["run_pk"], failure.step, event, recorded_at)])
+        return failure
+    yield Record(advance.step_rows, advance.event_rows)
+    return advance.answer
 
 
-def _replay_answer(
-    json_value: Callable[[Any], Any], boolean: Callable[[Any], bool | None], recorded: Sequence[Any]
-) -> dict[str, Any]:
-    """What the recorded step answered when it was new, with ``replayed: true``.
-
-    ``recorded`` is a step row's (step, lr, momentum, events, stop) as the driver returns it.
-    """
-    step, lr, momentum, events, stop = recorded
+def _replay_answer(recorded: Row) -> dict[str, Any]:
+    """What the recorded step answered when it was new, with ``replayed: true``."""
+    stop = recorded["stop"]
     return step_answer(
-        step, json_value(lr), json_value(momentum), True, json_value(events), boolean(stop)
+        recorded["step"],
+        json_from_text(recorded["lr"]),
+        json_from_text(recorded["momentum"]),
+        True,
+        json_from_text(recorded["events"]),
+        None if stop is None else bool(stop),  # sqlite3 answers 0/1
     )
 
 
@@ -245,15 +216,10 @@ class _Advance:
 
 
 def _advance(
-    json_value: Callable[[Any], Any],
-    timestamp: Callable[[datetime], Any],
-    locked: Sequence[Any],
-    report: StepReport,
-    max_catch_up_steps: int,
+    locked: Row, report: StepReport, max_catch_up_steps: int, recorded_at: Any
 ) -> _Advance:
-    """Step the engine from the locked run (id, step, scheduler, param_groups, state) to
-    ``report.step``, which is past the run's step; no I/O, so both drivers share it."""
-    run_pk, run_step, stored_scheduler, stored_groups, stored_state = locked
+    """Step the engine from the locked run to ``report.step``, which is past the run's step."""
+    run_pk, run_step = locked["run_pk"], locked["step"]
     target = report.step
     gap = target - run_step
     if gap > max_catch_up_steps:
@@ -264,7 +230,9 @@ def _advance(
         )
     # The engine refuses non-finite config values, so a stored config needs no decoding.
     scheduler = schedules.restore(
-        json_value(stored_scheduler), json_value(stored_groups), json_value(stored_state)
+        json_from_text(locked["scheduler"]),
+        json_from_text(locked["param_groups"]),
+        json_from_text(locked["state"]),
     )
     if gap > 1 and scheduler.uses_metric:
         raise StepOutOfOrder(
@@ -272,7 +240,6 @@ def _advance(
             f"step {run_step + 1}, not {target}",
             expected_step=run_step + 1,
         )
-    recorded_at = timestamp(utc_now())
     step_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
@@ -312,84 +279,124 @@ def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> S
     except schedules.StepPastEnd as error:
         raise ScheduleEnded(str(error), step=error.step, total_steps=error.total_steps) from None
     except schedules.InvalidStepValue as error:
-        raise invalid(["body", "step"], f"step {error.step}: {error}") from None
+        raise ScheduleFailed(
+            str(error), step=error.step, parameter=error.parameter, reason=error.reason
+        ) from None
 
 
-async def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
-    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row.
+# -- the drivers -------------------------------------------------------------------
 
-    PostgreSQL reads on the event loop (asyncpg); SQLite in a worker thread.
-    """
-    if database.hot_path_pool is not None:
-        return await _current_lr_on_asyncpg(database.hot_path_pool, run_id, step)
+
+@retry_on_conflict
+async def _read_row(
+    database: Database, statement: HotStatement, values: Mapping[str, Any]
+) -> Row | None:
+    """One row in autocommit: asyncpg on the loop (PostgreSQL); on SQLite the loop's
+    read-only connection (service.db.LoopReader), or a worker thread when it is busy."""
+    pool = database.hot_path_pool
+    if pool is not None:
+        async with _pooled(pool) as connection:
+            row: Row | None = await connection.fetchrow(
+                statement.asyncpg, *statement.asyncpg_args(values)
+            )
+            return row
     if database.loop_reader is not None:
-        if step is None:
-            row = _read_on_the_loop(database.loop_reader, SQL_CURRENT_LR, {"run_id": run_id})
-        else:
-            recorded = _read_on_the_loop(
-                database.loop_reader, SQL_RECORDED_STEP, {"run_id": run_id, "step": step}
-            )
-            row = None if recorded is None or recorded[2] is None else recorded[1:4]
-        if row is not None:
-            return _lr_answer(json_from_text, run_id, step, row)
-    return await to_thread.run_sync(current_lr_blocking, database, run_id, step)
+        with contextlib.suppress(sqlite3.OperationalError):  # busy: the thread may wait
+            return database.loop_reader.fetch_one(statement.sqlite, values)
+    return await to_thread.run_sync(_read_row_in_thread, database, statement, values)
 
 
-def _read_on_the_loop(
-    reader: LoopReader, statement: str, parameters: Mapping[str, Any]
-) -> tuple[Any, ...] | None:
-    """One row read on the event loop (see service.db.LoopReader); None when the row is
-    missing or the database is busy, and the caller then asks the thread-pool path,
-    which also turns a missing run into its 404."""
-    try:
-        row: tuple[Any, ...] | None = reader.connection().execute(statement, parameters).fetchone()
-    except sqlite3.OperationalError:
-        return None
-    return row
-
-
-@retry_on_conflict
-def current_lr_blocking(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
-    """:func:`current_lr` on SQLAlchemy's read engine, for a thread that may block."""
-    sql = DRIVER_SQL[database.dialect]
+def _read_row_in_thread(
+    database: Database, statement: HotStatement, values: Mapping[str, Any]
+) -> Row | None:
     with database.read_engine.connect() as connection:
-        if step is None:
-            row = driver_row(connection, sql.current_lr, {"run_id": run_id})
-        else:
-            recorded = driver_row(connection, sql.recorded_step, {"run_id": run_id, "step": step})
-            row = None if recorded is None else recorded[1:4]
-    return _lr_answer(sql.json_value, run_id, step, row)
+        row: Row | None = _sqlite_cursor(connection).execute(statement.sqlite, values).fetchone()
+        return row
 
 
 @retry_on_conflict
-async def _current_lr_on_asyncpg(
-    pool: asyncpg.Pool, run_id: str, step: int | None
-) -> dict[str, Any]:
-    sql = ASYNCPG_SQL
-    async with _pooled(pool) as connection:
-        if step is None:
-            found = await connection.fetchrow(sql.current_lr.sql, run_id)
-            row = None if found is None else tuple(found)
-        else:
-            statement = sql.recorded_step
-            found = await connection.fetchrow(
-                statement.sql, *statement.args({"run_id": run_id, "step": step})
+async def _in_write_transaction(database: Database, make_unit: UnitFactory) -> Outcome:
+    """Run a unit of work in one write transaction, committed before this returns."""
+    pool = database.hot_path_pool
+    if pool is not None:
+        async with _pooled(pool) as connection, connection.transaction():
+            return await _run_on_asyncpg(connection, make_unit(_same))
+    return await to_thread.run_sync(_run_on_sqlite, database, make_unit(sqlite_timestamp))
+
+
+def _run_on_sqlite(database: Database, unit: Unit) -> Outcome:
+    """Drive ``unit`` on sqlite3's cursor, in ``BEGIN IMMEDIATE`` (service.db), in a thread."""
+    with database.write_lock, database.engine.begin() as connection:
+        cursor = _sqlite_cursor(connection)
+        reply: Row | None = None
+        while True:
+            try:
+                request = unit.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            reply = None
+            if isinstance(request, Fetch):
+                reply = cursor.execute(request.statement.sqlite, request.values).fetchone()
+                continue
+            if request.step_rows:
+                cursor.executemany(INSERT_STEP.sqlite, request.step_rows)
+                cursor.execute(UPDATE_RUN.sqlite, request.step_rows[-1])
+            if request.event_rows:
+                cursor.executemany(INSERT_EVENT.sqlite, request.event_rows)
+
+
+async def _run_on_asyncpg(connection: asyncpg.Connection, unit: Unit) -> Outcome:
+    """Drive ``unit`` on one asyncpg connection, inside the caller's transaction."""
+    reply: Row | None = None
+    while True:
+        try:
+            request = unit.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply = None
+        if isinstance(request, Fetch):
+            statement = request.statement
+            reply = await connection.fetchrow(
+                statement.asyncpg, *statement.asyncpg_args(request.values)
             )
-            row = None if found is None else tuple(found)[1:4]
-    return _lr_answer(sql.json_value, run_id, step, row)
+            continue
+        rows = request.step_rows
+        if len(rows) == 1:
+            await connection.execute(
+                RECORD_ONE_STEP.asyncpg, *RECORD_ONE_STEP.asyncpg_args(rows[0])
+            )
+        elif rows:
+            await connection.executemany(
+                INSERT_STEP.asyncpg, [INSERT_STEP.asyncpg_args(row) for row in rows]
+            )
+            await connection.execute(UPDATE_RUN.asyncpg, *UPDATE_RUN.asyncpg_args(rows[-1]))
+        if request.event_rows:
+            await connection.executemany(
+                INSERT_EVENT.asyncpg, [INSERT_EVENT.asyncpg_args(row) for row in request.event_rows]
+            )
 
 
-def _lr_answer(
-    json_value: Callable[[Any], Any], run_id: str, step: int | None, row: Sequence[Any] | None
-) -> dict[str, Any]:
-    """GET /lr's answer from (step, lr, momentum) as the driver returned them."""
-    if row is None:
-        raise run_not_found(run_id)
-    row_step, lr, momentum = row
-    if lr is None:
-        raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
-    answer: dict[str, Any] = {"step": row_step, "lr": json_value(lr)}
-    momentum = json_value(momentum)
-    if momentum is not None:
-        answer["momentum"] = momentum
-    return answer
+def _sqlite_cursor(connection: Any) -> sqlite3.Cursor:
+    """A cursor of the sqlite3 connection SQLAlchemy checked out: same transaction, rows by name."""
+    cursor: sqlite3.Cursor = connection.connection.driver_connection.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor
+
+
+def _same(moment: datetime) -> datetime:
+    return moment
+
+
+@contextlib.asynccontextmanager
+async def _pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection; after a lost one, the pool's others are replaced too.
+
+    A server restart or failover ends every session at once; expiring the pool's
+    connections spares the retry (:func:`retry_on_conflict`) from meeting them one by one.
+    """
+    try:
+        async with pool.acquire(timeout=DATABASE_WAIT_SECONDS) as connection:
+            yield connection
+    except ASYNCPG_CONNECTION_LOST:
+        await pool.expire_connections()
+        raise

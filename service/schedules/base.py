@@ -204,11 +204,12 @@ class Scheduler:
         try:
             self._advance(metrics)
         except (ArithmeticError, ExpressionError) as exc:
-            raise InvalidStepValue(attempted, f"step {attempted}: {describe_failure(exc)}") from exc
+            parameter = exc.parameter if isinstance(exc, ExpressionError) else None
+            raise InvalidStepValue(attempted, describe_failure(exc), parameter) from exc
         except InvalidStepValue as exc:
             if exc.step == attempted:
                 raise
-            raise InvalidStepValue(attempted, f"step {attempted}: {exc}") from exc
+            raise InvalidStepValue(attempted, exc.reason, exc.parameter) from exc
         # outcome(), inlined: a call more is a few percent of the cheapest steps.
         groups = self.groups
         return _outcome(

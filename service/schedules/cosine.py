@@ -65,7 +65,7 @@ class CosineAnnealingLR(Scheduler):
         except ZeroDivisionError:
             # Only for T_max beyond ~2e8, where cos rounds to -1 off the trough step.
             raise InvalidStepValue(
-                epoch, f"step {epoch}: torch divides by zero here (float division by zero)"
+                epoch, "torch divides by zero here (float division by zero)"
             ) from None
         return [ratio * (group["lr"] - eta_min) + eta_min for group in self.groups]
 

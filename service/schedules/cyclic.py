@@ -192,9 +192,9 @@ class CyclicLR(Scheduler):
                     for index, top in enumerate(self.max_momentums)
                 ]
         except ExpressionError as failure:
-            raise InvalidStepValue(epoch, str(failure)) from None
+            raise InvalidStepValue(epoch, failure.reason, failure.parameter) from None
         except (OverflowError, ZeroDivisionError) as failure:
-            raise InvalidStepValue(epoch, f"step {epoch}: torch fails here ({failure})") from None
+            raise InvalidStepValue(epoch, f"torch fails here ({failure})") from None
         if self.cycles_momentum:
             write_momenta(self.groups, momenta)
         return lrs
@@ -277,7 +277,7 @@ class OneCycleLR(Scheduler):
             require_momentum_support(groups)
             self.max_momentums = per_group("max_momentum", params.max_momentum, groups)
             self.base_momentums = per_group("base_momentum", params.base_momentum, groups)
-        _refuse_zero_length_phases(self.phases, self.total_steps)
+        _refuse_zero_length_first_phase(self.phases)
 
     def start(self) -> None:
         """torch overwrites ``initial_lr`` (unlike every other scheduler) and adds max/min_lr."""
@@ -320,8 +320,15 @@ class OneCycleLR(Scheduler):
         try:
             pct = (step - start_step) / (phase.end_step - start_step)
         except ZeroDivisionError:
-            raise InvalidStepValue(
-                step, f"step {step}: torch fails here (float division by zero)"
+            # Only the last phase can be zero steps long here (pct_start=1.0): torch
+            # accepts the config, runs total_steps - 1 steps and divides by zero at the
+            # next, so that step is where this schedule ends.
+            raise StepPastEnd(
+                step,
+                self.total_steps,
+                f"Tried to step {step} times. With this pct_start the last phase "
+                f"is zero steps long, so the schedule ends at step {step - 1} "
+                "(torch divides by zero here)",
             ) from None
         lrs = self._anneal_groups(phase.start_lr, phase.end_lr, pct)
         if self.cycles_momentum:
@@ -395,21 +402,16 @@ def _phases(pct_start: float, total_steps: int, three_phase: bool) -> list[_Phas
     ]
 
 
-def _refuse_zero_length_phases(phases: list[_Phase], total_steps: int) -> None:
-    """Refuse the phase tables on which torch divides 0 by 0.
+def _refuse_zero_length_first_phase(phases: list[_Phase]) -> None:
+    """Refuse the phase table on which torch's constructor divides 0 by 0.
 
-    Only two phases can be selected while zero steps long: the first (it ends at step
-    0, so the construction step fails) and the last (it is selected at step total_steps).
+    Two phases can be selected while zero steps long: the first (it ends at step 0, so
+    the construction step fails: refused here) and the last (selected at step
+    total_steps, where :meth:`OneCycleLR.get_lr` ends the schedule, as torch accepts it).
     """
     if phases[0].end_step == 0:
         raise InvalidConfig(
             ("params", "pct_start"),
             "pct_start * total_steps == 1 makes the first phase zero steps long: "
             "torch fails with 'float division by zero' at construction",
-        )
-    if phases[-1].end_step == phases[-2].end_step:
-        raise InvalidConfig(
-            ("params", "pct_start"),
-            "this pct_start makes the last phase zero steps long: torch fails with "
-            f"'float division by zero' at step {total_steps}",
         )

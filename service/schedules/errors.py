@@ -50,16 +50,30 @@ class MissingMetric(ScheduleError):
 
 
 class InvalidStepValue(ScheduleError):
-    """A step would produce a value torch itself would crash on (e.g. 0.0 ** negative power)."""
+    """A step would produce a value torch itself would crash on (e.g. 0.0 ** negative power).
 
-    def __init__(self, step: int, message: str) -> None:
+    ``reason`` says what failed ("division by zero"); ``parameter`` names the config
+    value that failed when one did (an ``lr_lambda`` expression), so the message reads
+    ``lr_lambda failed at step 3: division by zero`` and names the step once.
+    """
+
+    def __init__(self, step: int, reason: str, parameter: str | None = None) -> None:
         self.step = step
-        super().__init__(message)
+        self.reason = reason
+        self.parameter = parameter
+        where = f"{parameter} failed at step {step}" if parameter else f"step {step} failed"
+        super().__init__(f"{where}: {reason}")
 
 
 class ExpressionError(ScheduleError):
     """A compiled ``lr_lambda`` / ``scale_fn`` expression failed while being evaluated.
 
-    Raised by the callable (division by zero, overflow, a math domain error); the
+    Raised by the callable (division by zero, overflow, a math domain error) with the
+    parameter it was compiled for (``lr_lambda``, ``lr_lambda[1]``, ``scale_fn``); the
     scheduler that called it re-raises it as :class:`InvalidStepValue` with the step.
     """
+
+    def __init__(self, reason: str, parameter: str | None = None) -> None:
+        self.reason = reason
+        self.parameter = parameter
+        super().__init__(reason)

@@ -184,7 +184,7 @@ def _compile_cached(source: str, variable: str, loc: Loc) -> Evaluator:
     if node_count > MAX_NODES:
         raise InvalidConfig(loc, f"expression has {node_count} parts; at most {MAX_NODES}")
     compiled = _Compiler(variable, loc).compile(tree.body, depth=0)
-    return _finish(compiled)
+    return _finish(compiled, _parameter_name(loc))
 
 
 def _parse(source: str, loc: Loc) -> ast.Expression:
@@ -199,7 +199,25 @@ def _parse(source: str, loc: Loc) -> ast.Expression:
         raise InvalidConfig(loc, "not a valid expression") from None
 
 
-def _finish(compiled: _Compiled) -> Evaluator:
+def _failure_reason(error: ArithmeticError | ValueError) -> str:
+    """What went wrong, in words: ``division by zero``, ``overflow (Numerical result ...)``."""
+    if isinstance(error, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(error, OverflowError):
+        detail = error.args[-1] if error.args else ""
+        return f"overflow ({detail})" if detail else "overflow"
+    return str(error) or type(error).__name__
+
+
+def _parameter_name(loc: Loc) -> str:
+    """``("params", "lr_lambda", 1)`` as a person writes it: ``lr_lambda[1]``."""
+    names = [part for part in loc if part != "params"]
+    text = ".".join(str(part) for part in names if isinstance(part, str))
+    indexes = "".join(f"[{part}]" for part in names if isinstance(part, int))
+    return text + indexes
+
+
+def _finish(compiled: _Compiled, parameter: str) -> Evaluator:
     """The public callable: one try block around the whole tree, the cheapest place for it."""
     if isinstance(compiled, _Constant):
         value = compiled.value
@@ -214,7 +232,9 @@ def _finish(compiled: _Compiled) -> Evaluator:
         try:
             return body(value)
         except _EVALUATION_ERRORS as error:
-            raise ExpressionError(f"{type(error).__name__}: {error}") from None
+            raise ExpressionError(_failure_reason(error), parameter) from None
+        except ExpressionError as error:
+            raise ExpressionError(error.reason, parameter) from None
 
     return evaluate
 

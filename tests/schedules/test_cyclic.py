@@ -462,8 +462,6 @@ def test_one_cycle_refusals_carry_torchs_message_in_torchs_order(
     [
         ({"total_steps": 10, "pct_start": 0.1}, "pct_start", 0),
         ({"total_steps": 4, "pct_start": 0.25, "three_phase": True}, "pct_start", 0),
-        ({"total_steps": 10, "pct_start": 1.0}, "pct_start", 10),
-        ({"total_steps": 3, "pct_start": 2 / 3, "three_phase": True}, "pct_start", 3),
         ({"total_steps": 10, "div_factor": 0.0}, "div_factor", 0),
         ({"total_steps": 10, "final_div_factor": 0}, "final_div_factor", 0),
     ],
@@ -476,6 +474,33 @@ def test_one_cycle_refuses_zero_divisions_torch_would_hit(
     assert run.error is not None
     assert (run.error.type, run.error.step) == ("ZeroDivisionError", crash_step)
     assert refusal(OneCycleLR, SGD_GROUPS, **params).loc == ("params", field)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"total_steps": 10, "pct_start": 1.0},
+        {"total_steps": 3, "pct_start": 2 / 3, "three_phase": True},
+    ],
+)
+def test_one_cycle_with_a_zero_length_last_phase_runs_as_torch_then_ends(
+    params: dict[str, Any],
+) -> None:
+    """torch accepts these, runs total_steps - 1 steps, and divides by zero at total_steps:
+    the engine runs the same steps and ends the schedule there (StepPastEnd, a 409)."""
+    params = {"max_lr": 0.1, **params}
+    total_steps = params["total_steps"]
+    run = run_in_torch({"type": "OneCycleLR", "params": params}, SGD_GROUPS, total_steps)
+    assert run.error is not None
+    assert (run.error.type, run.error.step) == ("ZeroDivisionError", total_steps)
+    scheduler = build(OneCycleLR, copy.deepcopy(SGD_GROUPS), **params)
+    for expected in run.lr[1:]:
+        assert scheduler.step().lr == expected
+    state_before = scheduler.state()
+    with pytest.raises(StepPastEnd) as ended:
+        scheduler.step()
+    assert ended.value.step == total_steps
+    assert scheduler.state() == state_before
 
 
 def test_one_cycle_pct_start_one_three_phase_runs_as_torch() -> None:

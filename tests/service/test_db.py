@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from service.db import (
     Database,
+    WriteTurn,
     normalize_url,
     open_database,
     upgrade_to_head,
@@ -85,9 +87,9 @@ def test_sqlite_reads_on_the_event_loop_never_wait_for_a_lock(tmp_path: Path) ->
     catalog.create_run(database, "locked-out", run, max_param_groups=4)
     database.dispose()  # WAL grants an exclusive lock only with no other connection open
     assert database.loop_reader is not None
-    loop_connection = database.loop_reader.connection()
-    assert loop_connection.execute("PRAGMA busy_timeout").fetchone() == (0,)
-    assert loop_connection.execute("PRAGMA query_only").fetchone() == (1,)
+    loop_reader = database.loop_reader
+    assert tuple(loop_reader.fetch_one("PRAGMA busy_timeout", {}) or ()) == (0,)
+    assert tuple(loop_reader.fetch_one("PRAGMA query_only", {}) or ()) == (1,)
     holder = sqlite3.connect(path, isolation_level=None)
 
     async def scenario() -> None:
@@ -109,14 +111,33 @@ def test_sqlite_reads_on_the_event_loop_never_wait_for_a_lock(tmp_path: Path) ->
         database.dispose()
 
 
-def test_sqlite_writers_in_one_process_queue_on_a_lock(tmp_path: Path) -> None:
+def test_sqlite_writers_in_one_process_queue_on_a_lock_and_give_up_as_locked(
+    tmp_path: Path,
+) -> None:
+    """A second writer waits its turn; one that waits too long gets sqlite3's "locked"
+    error, which service.runs retries and then answers as a 503, never a hang."""
+    turn = WriteTurn(timeout=0.05)
+    waited_for: list[bool] = []
+    with turn:
+        second = threading.Thread(target=lambda: waited_for.append(_takes_turn(turn)))
+        second.start()
+        second.join()
+    assert waited_for == [False]
+    assert _takes_turn(turn)
     database = open_database(f"sqlite:///{tmp_path / 'queue.db'}")
     try:
-        with database.write_lock:
-            acquired_twice = database.write_lock.acquire(blocking=False)  # type: ignore[attr-defined]
-        assert not acquired_twice
+        assert isinstance(database.write_lock, WriteTurn)
     finally:
         database.dispose()
+
+
+def _takes_turn(turn: WriteTurn) -> bool:
+    try:
+        with turn:
+            return True
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error)
+        return False
 
 
 def test_sqlite_directory_is_created_on_open(tmp_path: Path) -> None:

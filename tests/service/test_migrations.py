@@ -89,6 +89,7 @@ def insert_run(connection: sa.Connection, run_id: str) -> int:
             metadata={},
             created_at=now,
             updated_at=now,
+            stepped_at=now,
         )
         .returning(RUNS.c.id)
     ).scalar_one()
@@ -146,6 +147,37 @@ def test_rows_must_belong_to_an_existing_run(
                     run_pk=12345, step=1, kind="lr_set", detail={}, recorded_at=datetime.now(UTC)
                 )
             )
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_created_before_stepped_at_existed_take_their_updated_at(
+    backend: Backend, database_provider: DatabaseProvider
+) -> None:
+    url = database_provider.fresh_url(backend)
+    config = alembic_config(url)
+    command.upgrade(config, "40df5c556bb8")
+    updated_at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO runs (run_id, status, step, scheduler, param_groups, state, lr,"
+                    " metadata, created_at, updated_at) VALUES ('old', 'running', 0, '{}', '[]',"
+                    " '{}', '[0.1]', '{}', :at, :at)"
+                ),
+                {"at": updated_at if backend == "postgresql" else "2026-11-30 12:00:00.000000"},
+            )
+    finally:
+        engine.dispose()
+    upgrade_to_head(url)
+    database = open_database(url)
+    try:
+        with database.read_engine.connect() as connection:
+            stepped_at = connection.execute(sa.select(RUNS.c.stepped_at)).scalar_one()
+        assert stepped_at == updated_at
     finally:
         database.dispose()
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
+from service.config import DEFAULT_DATABASE_URL, Settings
 from service.main import create_app
+from service.routes.dependencies import get_settings
 
 
 @pytest.fixture(autouse=True)

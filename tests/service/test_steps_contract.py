@@ -327,14 +327,37 @@ def test_a_catch_up_that_would_pass_the_end_stores_none_of_its_steps(
     assert [item["step"] for item in history_steps(client, run_id)] == [0, 1, 2]
 
 
-def test_a_step_torch_would_crash_on_is_a_422_naming_the_step(client: httpx.Client) -> None:
+def test_a_step_the_schedule_fails_at_is_a_409_naming_the_parameter_and_the_step_once(
+    client: httpx.Client,
+) -> None:
     crashing = {"type": "LambdaLR", "params": {"lr_lambda": "1 / (3 - epoch)"}}
     run_id = create_run(client, crashing, SGD)
     report_ok(client, run_id, 2)
     before = get_run(client, run_id)
-    problem = assert_invalid(report(client, run_id, 3), ["body", "step"])
-    assert "3" in problem["detail"]
+    problem = assert_problem(report(client, run_id, 3), 409, "schedule-failed")
+    assert problem["detail"] == "lr_lambda failed at step 3: division by zero"
+    assert (problem["step"], problem["parameter"]) == (3, "lr_lambda")
+    # Every rank reporting the failing step is refused the same way; one event tells it.
+    assert_problem(report(client, run_id, 3), 409, "schedule-failed")
     assert get_run(client, run_id) == before
+    events = client.get(f"/v1/runs/{run_id}/events").json()["items"]
+    failures = [event for event in events if event["kind"] == "schedule_failed"]
+    assert [(event["step"], event["detail"]["parameter"]) for event in failures] == [
+        (3, "lr_lambda")
+    ]
+
+
+def test_an_overflow_part_way_is_a_409_and_the_run_can_still_be_marked_failed(
+    client: httpx.Client,
+) -> None:
+    overflowing = {"type": "LambdaLR", "params": {"lr_lambda": "10.0 ** (epoch * 100)"}}
+    run_id = create_run(client, overflowing, SGD)
+    report_ok(client, run_id, 3)  # a catch-up over steps 1-3
+    problem = assert_problem(report(client, run_id, 4), 409, "schedule-failed")
+    assert problem["detail"].startswith("lr_lambda failed at step 4: overflow")
+    assert get_run(client, run_id)["step"] == 3
+    marked = client.patch(f"/v1/runs/{run_id}", json={"status": "failed"})
+    assert marked.status_code == 200 and marked.json()["status"] == "failed"
 
 
 def test_a_catch_up_longer_than_the_configured_bound_is_a_422(
