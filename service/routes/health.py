@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.db import schema_is_current
 from service.metrics import METRICS_MEDIA_TYPE, Metrics
-from service.problems import ServiceUnavailable
+from service.problems import DatabaseUnavailable, ServiceUnavailable
 from service.routes.dependencies import DatabaseDependency
 
 router = APIRouter(tags=["health"])
@@ -28,7 +28,7 @@ def readyz(database: DatabaseDependency) -> dict[str, str]:
         current = schema_is_current(database.read_engine)
     except SQLAlchemyError:
         logger.warning("readiness check could not reach the database", exc_info=True)
-        raise ServiceUnavailable("the database is unreachable") from None
+        raise DatabaseUnavailable("the database is unreachable") from None
     if not current:
         raise ServiceUnavailable(
             "the database schema is not at the latest migration; run `lrkeeper db upgrade`"
