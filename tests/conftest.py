@@ -249,6 +249,31 @@ class ServerPool:
 ServerFactory = Callable[..., LiveServer]
 
 
+@dataclass
+class ReliabilityLog:
+    """What the fault tests survived, printed at the end of the run (README "Reliability")."""
+
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def record(self, name: str, **figures: object) -> None:
+        self.rows.append({"test": name, **figures})
+
+
+_RELIABILITY = ReliabilityLog()
+
+
+@pytest.fixture
+def reliability() -> ReliabilityLog:
+    return _RELIABILITY
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _RELIABILITY.rows:
+        terminalreporter.section("reliability: faults survived, acknowledged steps lost")
+        for row in _RELIABILITY.rows:
+            terminalreporter.write_line(", ".join(f"{key}={value}" for key, value in row.items()))
+
+
 @pytest.fixture
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
     pool = ServerPool(tmp_path_factory.mktemp("servers"))

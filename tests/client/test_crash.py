@@ -12,15 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from sqlalchemy.engine import make_url
 from torch.optim import lr_scheduler
 
 from client import LRKeeper
 from tests.client.training import make_optimizer, tiny_model
-from tests.conftest import LiveServer, ServerPool
+from tests.conftest import LiveServer, ReliabilityLog, ServerPool
+from tests.service.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -31,6 +34,7 @@ TOTAL_STEPS = 100
 CONFIG = {"type": "OneCycleLR", "params": {"max_lr": [0.1, 0.05], "total_steps": TOTAL_STEPS}}
 # Generous: two shared CPUs; a hang fails the test instead of blocking the suite.
 PROCESS_DEADLINE_SECONDS = 180
+OUTAGE_SECONDS = 10
 
 
 def torch_values() -> list[tuple[list[float], list[float]]]:
@@ -135,3 +139,40 @@ def test_worker_rides_out_a_service_killed_and_restarted(
     assert_matches_torch(lines, expected)
     with LRKeeper(server.base_url) as keeper:
         assert_history_matches_torch(keeper, run_id, expected)
+
+
+@pytest.mark.postgres
+def test_training_loop_rides_out_a_ten_second_postgresql_outage_with_torchs_values(
+    server_factory: ServerPool, run_id: str, reliability: ReliabilityLog
+) -> None:
+    """PostgreSQL cut off for 10 s mid-run (every connection reset, new ones refused): the
+    service answers 503 with Retry-After, the client waits, and the run ends exact."""
+    expected = torch_values()
+    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy.restore()
+    try:
+        direct_url = server_factory.databases.fresh_url("postgresql")
+        proxied = make_url(direct_url).set(port=proxy.port).render_as_string(hide_password=False)
+        server = server_factory("postgresql", database_url=proxied)
+        worker = start_worker(server.base_url, run_id)
+        assert worker.stdout is not None
+        before_outage = read_until_step(worker.stdout, 5)
+        proxy.cut()
+        time.sleep(OUTAGE_SECONDS)
+        proxy.restore()
+        rest, err = worker.communicate(timeout=PROCESS_DEADLINE_SECONDS)
+        assert worker.returncode == 0, err
+        assert "503" in err, "the worker never met the outage: the test proved nothing"
+        lines = before_outage + [json.loads(raw) for raw in rest.splitlines()]
+        assert lines[-1]["step"] == TOTAL_STEPS
+        assert_matches_torch(lines, expected)
+        with LRKeeper(server.base_url) as keeper:
+            assert_history_matches_torch(keeper, run_id, expected)
+    finally:
+        proxy.cut()
+    reliability.record(
+        f"training loop through a {OUTAGE_SECONDS} s PostgreSQL outage",
+        steps=TOTAL_STEPS,
+        exact=True,
+        lost=0,
+    )

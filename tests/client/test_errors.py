@@ -23,7 +23,6 @@ from client import (
     Conflict,
     DeadlineExceeded,
     Forbidden,
-    InternalError,
     InvalidConfig,
     InvalidRequest,
     LRKeeper,
@@ -161,12 +160,12 @@ def vanishing_database_server(server_factory: ServerPool) -> Iterator[LRKeeper]:
 
 
 @pytest.mark.postgres
-def test_service_that_lost_its_database_raises_internal_error(
+def test_service_that_lost_its_database_raises_service_unavailable_with_retry_after(
     vanishing_database_server: LRKeeper,
 ) -> None:
-    with pytest.raises(InternalError) as raised:
+    with pytest.raises(ServiceUnavailable) as raised:
         vanishing_database_server.get_run("before-the-drop")
-    assert raised.value.status == 500
+    assert raised.value.status == 503
 
 
 @pytest.mark.postgres
@@ -182,7 +181,8 @@ def test_unready_service_is_retried_until_the_deadline(
 ) -> None:
     patient = LRKeeper(
         vanishing_database_server.url,
-        retry=RetryPolicy(deadline=1.0, initial_backoff=0.05, max_backoff=0.2),
+        # Above the service's Retry-After (2 s), which the client honours.
+        retry=RetryPolicy(deadline=5.0, initial_backoff=0.05, max_backoff=0.2),
     )
     with pytest.raises(DeadlineExceeded) as raised:
         patient.ready()

@@ -1,10 +1,10 @@
 """Many ranks, several service processes, one run: every step recorded once, same answer for all.
 
-16 worker processes (real httpx, no shared state) report the steps of one run,
+16 or 32 worker processes (real httpx, no shared state) report the steps of one run,
 each in its own order, at the same moment, against
 
-- two service replicas on one PostgreSQL database, and
-- one SQLite file served by ``lrkeeper serve --workers 2``.
+- two service replicas on one PostgreSQL database (32 ranks), and
+- one SQLite file served by ``lrkeeper serve --workers 2`` (16 ranks).
 
 Afterwards the history must hold every step exactly once (no gap, no duplicate,
 nothing superseded), with torch's lr, and every worker must have been answered
@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerPool
+from tests.conftest import ReliabilityLog, ServerPool
 from tests.schedules.torch_oracle import run_in_torch
 
-WORKERS = 16
 STEPS = 40
 # Warm restarts every 4 steps: events travel with the answers, and replays must repeat them.
 SCHEDULER = {"type": "CosineAnnealingWarmRestarts", "params": {"T_0": 4, "eta_min": 0.001}}
@@ -73,8 +72,9 @@ print(json.dumps({"answers": answers, "failures": failures}), flush=True)
 """
 
 
-def run_ranks(base_urls: list[str]) -> None:
-    """Start the 16 ranks on ``base_urls`` (round robin), release them at once, collect."""
+def run_ranks(base_urls: list[str], workers: int) -> int:
+    """Start ``workers`` ranks on ``base_urls`` (round robin), release them at once, collect;
+    returns how many answers the ranks were given."""
     run_id = f"conc-{uuid.uuid4().hex[:12]}"
     with httpx.Client(base_url=base_urls[0], timeout=60) as client:
         created = client.put(
@@ -96,7 +96,7 @@ def run_ranks(base_urls: list[str]) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        for worker in range(WORKERS)
+        for worker in range(workers)
     ]
     try:
         for rank in ranks:
@@ -112,10 +112,11 @@ def run_ranks(base_urls: list[str]) -> None:
             if rank.poll() is None:
                 rank.kill()
                 rank.wait()
-    assert [rank.returncode for rank in ranks] == [0] * WORKERS
+    assert [rank.returncode for rank in ranks] == [0] * workers
     results = [json.loads(output) for output in outputs]
     assert [failure for result in results for failure in result["failures"]] == []
     check_run(base_urls[0], run_id, [result["answers"] for result in results])
+    return sum(len(result["answers"]) for result in results)
 
 
 def check_run(base_url: str, run_id: str, answers_by_rank: list[dict[str, Any]]) -> None:
@@ -144,12 +145,15 @@ def check_run(base_url: str, run_id: str, answers_by_rank: list[dict[str, Any]])
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_sixteen_ranks_on_two_replicas_of_one_postgresql_database_agree(
-    server_factory: ServerPool,
+def test_thirty_two_ranks_on_two_replicas_of_one_postgresql_database_agree(
+    server_factory: ServerPool, reliability: ReliabilityLog
 ) -> None:
     first = server_factory("postgresql")
     second = server_factory("postgresql", database_url=first.database_url)
-    run_ranks([first.base_url, second.base_url])
+    answers = run_ranks([first.base_url, second.base_url], workers=32)
+    reliability.record(
+        "32 ranks on two PostgreSQL replicas, one run", answers=answers, gaps=0, duplicates=0
+    )
 
 
 @pytest.mark.slow
@@ -157,4 +161,4 @@ def test_sixteen_ranks_on_one_sqlite_file_served_by_two_workers_agree(
     server_factory: ServerPool,
 ) -> None:
     server = server_factory("sqlite", workers=2)
-    run_ranks([server.base_url])
+    run_ranks([server.base_url], workers=16)
