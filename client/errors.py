@@ -17,6 +17,8 @@ a caller never has to know httpx::
     │   │   ├── RunConflict(differences)     PUT of an existing run with another config
     │   │   ├── StepOutOfOrder(expected_step)  a metric-driven run cannot catch up
     │   │   ├── ScheduleEnded(step, total_steps)
+    │   │   ├── ScheduleFailed(step, parameter)  the schedule cannot compute this step
+    │   │   ├── RunNotRunning                the run is finished or failed: reopen it first
     │   │   └── NotEnoughData                lr suggestion before 10 range-test steps
     │   ├── TooManyRequests                  429 (retried)
     │   ├── InternalError                    500 internal-error (retried)
@@ -144,6 +146,29 @@ class ScheduleEnded(Conflict):
     def total_steps(self) -> int | None:
         value = self.problem.get("total_steps")
         return None if value is None else int(value)
+
+
+class ScheduleFailed(Conflict):
+    """The schedule fails at this step (an ``lr_lambda`` dividing by zero, an overflow), as
+    torch would crash there; the run is unchanged: set the lr by hand, rewind, or stop it."""
+
+    slug = "schedule-failed"
+
+    @property
+    def step(self) -> int | None:
+        value = self.problem.get("step")
+        return None if value is None else int(value)
+
+    @property
+    def parameter(self) -> str | None:
+        value = self.problem.get("parameter")
+        return None if value is None else str(value)
+
+
+class RunNotRunning(Conflict):
+    """A new step for a finished or failed run; ``PATCH {"status": "running"}`` reopens it."""
+
+    slug = "run-not-running"
 
 
 class NotEnoughData(Conflict):

@@ -18,9 +18,13 @@ nothing) before it returns, so a 200 built from its result is durable.
   stepped, and its new state written back. Every stored JSON value is
   codec-encoded (non-finite floats as strings).
 
-The hot path (service.runs.steps) runs a handful of driver SQL statements
-(service.runs.statements): on SQLite on the sqlite3 cursor of SQLAlchemy's
-connection, in a worker thread; on PostgreSQL awaited on asyncpg's pool
-(``database.hot_path_pool``), on the event loop, with the same transaction and
-lock discipline. Everything else uses SQLAlchemy Core, in FastAPI's thread pool.
+The hot path (service.runs.steps) is written once: a read is one named
+statement (service.runs.statements.HotStatement), a step report's write one
+generator (lock, look again, advance, write) driven on sqlite3's cursor in a
+worker thread or on asyncpg's connection on the event loop (PostgreSQL), with
+the same transaction and lock discipline. Everything else uses SQLAlchemy Core,
+in FastAPI's thread pool.
+
+A database that does not answer in time (down, cut off, locked, full) is, once
+the retries are spent, a DatabaseUnavailable: 503 with Retry-After, never a 500.
 """
