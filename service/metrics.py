@@ -5,7 +5,6 @@ apps in one process — tests do that — count separately. With ``--workers N``
 each worker process counts its own requests; scrape per process or sum.
 """
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,13 +74,13 @@ class AnswerRecorder:
         self.metrics = metrics
         self._recorders: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
-    def record(self, method: str, route: str, status: int, started: float) -> None:
-        """Count one answer that began at ``started`` (a ``time.perf_counter()`` reading)."""
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answer that took ``seconds``."""
         key = (method, route, status)
         record = self._recorders.get(key)
         if record is None:
             record = self._recorders[key] = self._recorder(*key)
-        record(time.perf_counter() - started)
+        record(seconds)
 
     def _recorder(self, method: str, route: str, status: int) -> Callable[[float], None]:
         """What answering ``method route`` with ``status`` counts, as one call."""
