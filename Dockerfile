@@ -14,6 +14,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir ".[server]"
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
+    LRKEEPER_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LRKEEPER_DATABASE_URL=sqlite:////data/lrkeeper.db

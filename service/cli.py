@@ -6,17 +6,23 @@ LRKEEPER_TOKEN), so they work the same against a remote deployment.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
+import logging.config
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
 import httpx
+
+from service.logs import LogFormat, logging_config
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
 PAGE_LIMIT = 1000
@@ -27,13 +33,31 @@ class CommandError(Exception):
     """A failure to report in one line on stderr, without a traceback."""
 
 
-def configure_logging() -> None:
-    """Our warnings and tracebacks, plus Alembic's progress, on stderr beside uvicorn's lines.
+def configure_logging(log_format: LogFormat, level: str = "info") -> None:
+    """Every line on stderr in ``log_format`` (service.logs), Alembic's progress included."""
+    logging.config.dictConfig(logging_config(log_format, level, migrating=True))
 
-    The root stays at WARNING: at INFO, SQLAlchemy would log every statement.
+
+@contextlib.contextmanager
+def shared_metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers, a fresh PROMETHEUS_MULTIPROC_DIR for them, removed at exit.
+
+    Set here, before uvicorn spawns the workers, because prometheus-client picks
+    its value store when a process imports it (service.metrics). A directory the
+    operator set is used as it is, and left in place.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:  [%(name)s] %(message)s")
-    logging.getLogger("alembic").setLevel(logging.INFO)
+    from service.metrics import MULTIPROCESS_DIRECTORY_VARIABLE
+
+    if workers <= 1 or MULTIPROCESS_DIRECTORY_VARIABLE in os.environ:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="lrkeeper-metrics-")
+    os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIRECTORY_VARIABLE]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _exit_cleanly(_signal: int, _frame: FrameType | None) -> NoReturn:
@@ -52,17 +76,21 @@ def serve(args: argparse.Namespace) -> int:
     # re-raises the signal; this handler turns that (or a SIGTERM during the
     # migration, whose transaction then rolls back) into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    configure_logging()
+    configure_logging(settings.log_format, args.log_level)
     upgrade_to_head(settings.database_url)
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=args.host if args.host is not None else settings.host,
-        port=args.port if args.port is not None else settings.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    with shared_metrics_directory(args.workers):
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=args.host if args.host is not None else settings.host,
+            port=args.port if args.port is not None else settings.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            # Every worker applies it; service.edge writes the one access line per request.
+            log_config=logging_config(settings.log_format, args.log_level),
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
     return 0
 
 
@@ -70,8 +98,9 @@ def db_upgrade(_args: argparse.Namespace) -> int:
     from service.config import Settings
     from service.db import upgrade_to_head
 
-    configure_logging()
-    upgrade_to_head(Settings().database_url)
+    settings = Settings()
+    configure_logging(settings.log_format)
+    upgrade_to_head(settings.database_url)
     print("database is at the latest migration")
     return 0
 

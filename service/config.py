@@ -7,6 +7,9 @@ global, so a test (or a second app in one process) can run with its own.
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.limits import PayloadLimits
+from service.logs import LogFormat
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/lrkeeper.db"
 
 
@@ -31,3 +34,18 @@ class Settings(BaseSettings):
     stale_after: float = Field(default=600.0, gt=0)
     # Connections per database pool, and the cap on threads serving requests at once.
     db_pool_size: int = Field(default=16, ge=1)
+    # Request size limits (service.edge, service.limits).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_metrics: int = Field(default=PayloadLimits.max_metrics, ge=0)
+    max_metric_name_length: int = Field(default=PayloadLimits.max_metric_name_length, ge=1)
+    max_metadata_bytes: int = Field(default=PayloadLimits.max_metadata_bytes, ge=2)
+    # One JSON object per log line, or text for a terminal (service.logs).
+    log_format: LogFormat = "text"
+
+    def payload_limits(self) -> PayloadLimits:
+        return PayloadLimits(
+            max_metrics=self.max_metrics,
+            max_metric_name_length=self.max_metric_name_length,
+            max_metadata_bytes=self.max_metadata_bytes,
+            max_param_groups=self.max_param_groups,
+        )

@@ -1,13 +1,22 @@
 """Prometheus counters for one app, and the recorder service.edge feeds them through.
 
 Each app gets its own registry (built in create_app, never at import) so two
-apps in one process — tests do that — count separately. With ``--workers N``
-each worker process counts its own requests; scrape per process or sum.
+apps in one process — tests do that — count separately.
+
+With ``--workers N``, ``lrkeeper serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before
+the workers start (prometheus-client picks its value store when it is imported,
+so it must be set first): each worker then writes its counts to files there, and
+``/metrics`` on any worker answers the sum over all of them, read by a
+``MultiProcessCollector``. It reads the files alone, never the app's registry as
+well, or this worker's counts would be added twice. A gauge added in this mode
+needs a ``multiprocess_mode`` (e.g. ``"livesum"`` or ``"max"``) to say how the
+workers' values combine.
 """
 
-import time
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,23 +25,53 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.multiprocess import MultiProcessCollector
 
 METRICS_MEDIA_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 STEP_ROUTE = "/v1/runs/{run_id}/steps"
 # Unmatched paths share one label so a scanner cannot blow up the series count.
 UNMATCHED_ROUTE = "unmatched"
+PLATEAU_REDUCTION = "plateau_reduction"
 
 
 @dataclass(frozen=True)
 class Metrics:
+    """One app's series. ``exposition`` is what /metrics renders: the registry, or every worker's.
+
+    ``database_errors`` (label ``kind``) is for the use cases (service.runs) to
+    count each database failure they meet, ``kind`` naming it (e.g.
+    ``unavailable``, ``serialization``, ``deadlock``): a few fixed words, never an
+    error message, or each new message would be a new series.
+    """
+
     registry: CollectorRegistry
+    exposition: CollectorRegistry
     requests: Counter
     request_seconds: Histogram
     step_reports: Counter
+    step_replays: Counter
+    plateau_reductions: Counter
+    database_errors: Counter
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposition)
+
+    def count_step_answer(self, answer: Mapping[str, Any]) -> None:
+        """Replays, and plateau reductions in answers that are not replays.
+
+        A replay repeats the events its step answered the first time (every rank
+        of a job gets them), so counting its events would count one reduction
+        once per rank.
+        """
+        if answer.get("replayed"):
+            self.step_replays.inc()
+            return
+        for event in answer.get("events") or ():
+            if event["kind"] == PLATEAU_REDUCTION:
+                self.plateau_reductions.inc()
 
 
 def create_metrics() -> Metrics:
@@ -40,8 +79,13 @@ def create_metrics() -> Metrics:
     # (A process-wide switch; setting it again is harmless.)
     disable_created_metrics()
     registry = CollectorRegistry()
+    exposition = registry
+    if MULTIPROCESS_DIRECTORY_VARIABLE in os.environ:
+        exposition = CollectorRegistry()
+        MultiProcessCollector(exposition)
     return Metrics(
         registry=registry,
+        exposition=exposition,
         requests=Counter(
             "lrkeeper_http_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -60,7 +104,46 @@ def create_metrics() -> Metrics:
             ["status"],
             registry=registry,
         ),
+        step_replays=Counter(
+            "lrkeeper_step_replays",
+            "Step reports answered from the record (replayed: true): other ranks, retries.",
+            registry=registry,
+        ),
+        plateau_reductions=Counter(
+            "lrkeeper_plateau_reductions",
+            "ReduceLROnPlateau reductions made by step reports (replays not counted again).",
+            registry=registry,
+        ),
+        database_errors=Counter(
+            "lrkeeper_database_errors",
+            "Database failures met while answering, by kind.",
+            ["kind"],
+            registry=registry,
+        ),
     )
+
+
+def stale_runs_exposition(count: int) -> bytes:
+    """The ``lrkeeper_stale_runs`` gauge, counted from the database at each scrape.
+
+    Staleness is computed when read (no job marks runs), so the gauge is too: one
+    COUNT per scrape, the same on every worker and replica, with no per-process state
+    to combine in multiprocess mode.
+    """
+
+    class StaleRuns:
+        def collect(self) -> list[GaugeMetricFamily]:
+            return [
+                GaugeMetricFamily(
+                    "lrkeeper_stale_runs",
+                    "Running runs with no new step for LRKEEPER_STALE_AFTER seconds.",
+                    value=count,
+                )
+            ]
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StaleRuns())
+    return generate_latest(registry)
 
 
 class AnswerRecorder:
@@ -75,13 +158,13 @@ class AnswerRecorder:
         self.metrics = metrics
         self._recorders: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
-    def record(self, method: str, route: str, status: int, started: float) -> None:
-        """Count one answer that began at ``started`` (a ``time.perf_counter()`` reading)."""
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answer that took ``seconds``."""
         key = (method, route, status)
         record = self._recorders.get(key)
         if record is None:
             record = self._recorders[key] = self._recorder(*key)
-        record(time.perf_counter() - started)
+        record(seconds)
 
     def _recorder(self, method: str, route: str, status: int) -> Callable[[float], None]:
         """What answering ``method route`` with ``status`` counts, as one call."""

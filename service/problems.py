@@ -15,7 +15,8 @@ vocabulary to parse and never sees a traceback.
     ├── ScheduleFailed       409 schedule-failed      (step, parameter, reason)
     ├── RunNotRunning        409 run-not-running      (run_status, step)
     ├── NotEnoughData        409 not-enough-data
-    ├── InvalidRequest       422 invalid-request      (errors: [{"loc", "msg"}])
+    ├── PayloadTooLarge      413 payload-too-large    (limit, max)
+    ├── InvalidRequest       422 invalid-request      (errors: [{"loc", "msg"}]; limit, max)
     ├── Unauthorized         401 unauthorized
     ├── Forbidden            403 forbidden
     ├── ServiceUnavailable   503 service-unavailable
@@ -35,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from service.limits import LIMIT_EXCEEDED
 from service.schedules.codec import encode_floats
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -112,6 +114,10 @@ class RunNotRunning(Problem):
 
 class NotEnoughData(Problem):
     status, slug, title = 409, "not-enough-data", "Not enough data"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
 class InvalidRequest(Problem):
@@ -204,11 +210,22 @@ def invalid_request_for(exc: RequestValidationError) -> InvalidRequest:
     first = reduced[0]
     where = ".".join(str(part) for part in first["loc"]) or "request"
     more = f" (and {len(reduced) - 1} more)" if len(reduced) > 1 else ""
-    return InvalidRequest(f"{where}: {first['msg']}{more}", errors=reduced)
+    return InvalidRequest(f"{where}: {first['msg']}{more}", errors=reduced, **_limit_of(errors))
 
 
-async def _render_problem(_request: Request, exc: Exception) -> Response:
+def _limit_of(errors: Sequence[Any]) -> dict[str, Any]:
+    """``limit`` and ``max`` of the first size limit the request broke (service.limits)."""
+    for error in errors:
+        if error.get("type") == LIMIT_EXCEEDED:
+            context = error.get("ctx") or {}
+            return {"limit": context.get("limit"), "max": context.get("max")}
+    return {}
+
+
+async def _render_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
+    if isinstance(exc, DatabaseUnavailable):
+        request.app.state.metrics.database_errors.labels("unavailable").inc()
     return problem_response(exc)
 
 

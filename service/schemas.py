@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.limits import check_metadata, check_metrics, check_param_groups
 from service.schedules.codec import decode_float
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
@@ -132,6 +133,10 @@ class RunCreate(_RequestBody):
         default_factory=dict, description="Free-form; ignored on a PUT of an existing run"
     )
 
+    # service.limits: bounds checked before the items are validated one by one.
+    _bounded_groups = field_validator("param_groups", mode="before")(check_param_groups)
+    _bounded_metadata = field_validator("metadata", mode="before")(check_metadata)
+
 
 class RunPatch(_RequestBody):
     status: StoredRunStatus | None = Field(
@@ -142,12 +147,15 @@ class RunPatch(_RequestBody):
     )
 
     _no_null = field_validator("status", "metadata", mode="before")(_refuse_null)
+    _bounded_metadata = field_validator("metadata", mode="before")(check_metadata)
 
 
 class StepReport(_RequestBody):
     step: int = Field(strict=True, ge=1, le=MAX_STEP)
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
     worker: str | None = Field(default=None, max_length=256)
+
+    _bounded_metrics = field_validator("metrics", mode="before")(check_metrics)
 
 
 class LrChange(_RequestBody):
@@ -166,6 +174,8 @@ class PreviewRequest(_RequestBody):
     metrics: list[MetricValue] | None = Field(
         default=None, description="For metric-driven types: metrics[i] is reported with step i+1"
     )
+
+    _bounded_groups = field_validator("param_groups", mode="before")(check_param_groups)
 
 
 # -- answers -------------------------------------------------------------------

@@ -7,9 +7,10 @@ from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.db import schema_is_current
-from service.metrics import METRICS_MEDIA_TYPE, Metrics
+from service.metrics import METRICS_MEDIA_TYPE, Metrics, stale_runs_exposition
 from service.problems import DatabaseUnavailable, ServiceUnavailable
-from service.routes.dependencies import DatabaseDependency
+from service.routes.dependencies import DatabaseDependency, SettingsDependency
+from service.runs import catalog
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("lrkeeper.health")
@@ -37,7 +38,16 @@ def readyz(database: DatabaseDependency) -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
-    """Prometheus text format 0.0.4."""
+def metrics(
+    request: Request, database: DatabaseDependency, settings: SettingsDependency
+) -> Response:
+    """Prometheus text format 0.0.4; without the stale-runs gauge while the database is away."""
     app_metrics: Metrics = request.app.state.metrics
-    return Response(app_metrics.render(), media_type=METRICS_MEDIA_TYPE)
+    exposition = app_metrics.render()
+    try:
+        stale = catalog.count_stale_runs(database, stale_after=settings.stale_after)
+    except DatabaseUnavailable:
+        app_metrics.database_errors.labels("unavailable").inc()
+    else:
+        exposition += stale_runs_exposition(stale)
+    return Response(exposition, media_type=METRICS_MEDIA_TYPE)

@@ -170,6 +170,7 @@ async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSON
         max_catch_up_steps=state.settings.max_catch_up_steps,
         recorded_steps=state.recorded_steps,
     )
+    state.metrics.count_step_answer(answer)
     return JSONResponse(answer)
 
 

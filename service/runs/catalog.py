@@ -204,6 +204,17 @@ def list_runs(
 
 
 @retry_on_conflict
+def count_stale_runs(database: Database, *, stale_after: float) -> int:
+    """How many runs read as ``stale`` now (for /metrics)."""
+    query = sa.select(sa.func.count()).where(
+        run_columns.status == "running", run_columns.stepped_at < stale_cutoff(stale_after)
+    )
+    with database.read_engine.connect() as connection:
+        count: int = connection.execute(query).scalar_one()
+    return count
+
+
+@retry_on_conflict
 def update_run(
     database: Database,
     run_id: str,

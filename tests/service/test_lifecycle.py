@@ -94,11 +94,13 @@ def test_a_silent_running_run_reads_as_stale_until_its_next_step(
         assert listed("running") == {active}
         assert listed("finished") == {finished}
         page = client.get("/").text
-        assert "stale" in page
+        assert f"{silent}</a></td><td class='status-stale'>stale" in page
+        assert "lrkeeper_stale_runs 1.0" in client.get("/metrics").text
 
         assert step(client, silent, 1).status_code == 200
         assert client.get(f"/v1/runs/{silent}").json()["status"] == "running"
         assert listed("stale") == set()
+        assert "lrkeeper_stale_runs 0.0" in client.get("/metrics").text
 
 
 def test_one_cycle_with_pct_start_one_is_accepted_and_ends_a_step_early(

@@ -107,6 +107,10 @@ def test_postgresql_cut_off_is_503_on_every_route_and_the_service_recovers_by_it
             assert_unavailable(client.request(method, path, json=body))
         assert_unavailable(client.get("/readyz"))
         assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'lrkeeper_database_errors_total{kind="unavailable"}' in metrics.text
+        assert "lrkeeper_stale_runs" not in metrics.text  # not a guess while it is away
         assert client.get("/v1/scheduler-types").status_code == 200
         preview = {"scheduler": SCHEDULER, "param_groups": GROUPS, "steps": 3}
         assert client.post("/v1/preview", json=preview).status_code == 200
