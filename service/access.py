@@ -118,11 +118,10 @@ def required_role(method: str, path: str) -> Role:
 
 def bearer_token(authorization: bytes) -> bytes | None:
     """The token of ``Bearer <token>`` (the scheme in any case, RFC 9110); None otherwise."""
-    scheme, _, token = authorization.strip().partition(b" ")
-    token = token.strip()
-    if scheme.lower() != b"bearer" or not token or b" " in token:
+    if authorization[:7].lower() != b"bearer ":
         return None
-    return token
+    token = authorization[7:].strip()
+    return token if token and b" " not in token else None
 
 
 def cookie_token(cookie_header: bytes) -> bytes | None:
