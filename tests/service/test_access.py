@@ -19,6 +19,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from service.access import AccessPolicy
 from service.auth import InvalidTokens, Tokens
 from service.config import Settings
 from service.main import create_app
@@ -306,12 +307,17 @@ def call_app(
 
 @pytest.fixture
 def protected(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'protected.db'}")
+    # Tokens and the anonymous switch given, so no LRKEEPER_* of the caller's can leak in.
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'protected.db'}", tokens="", allow_anonymous=False
+    )
 
 
 @pytest.fixture
 def anonymous(tmp_path: Path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'anonymous.db'}", allow_anonymous=True)
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'anonymous.db'}", tokens="", allow_anonymous=True
+    )
 
 
 def assert_protected_mode_refusal(response: httpx.Response) -> None:
@@ -508,3 +514,27 @@ def test_logging_out_clears_the_cookie(token_server: LiveServer) -> None:
         assert logged_out.status_code == 303
         assert "max-age=0" in logged_out.headers["set-cookie"].lower()
         assert http.get("/").status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (Settings(tokens="read:a,write:b,write:c"), "access: 3 tokens (1 read, 2 write)"),
+        (
+            Settings(tokens="read:a", allow_anonymous=True),
+            "access: 1 token (1 read, 0 write); LRKEEPER_ALLOW_ANONYMOUS is ignored while "
+            "tokens are set",
+        ),
+        (
+            Settings(tokens="", allow_anonymous=True),
+            "access: anonymous, every client may read and write",
+        ),
+        (
+            Settings(tokens="", allow_anonymous=False),
+            "access: protected mode, loopback clients only; "
+            "set LRKEEPER_TOKENS or LRKEEPER_ALLOW_ANONYMOUS=true",
+        ),
+    ],
+)
+def test_the_startup_line_names_the_access_mode(settings: Settings, line: str) -> None:
+    assert AccessPolicy.from_settings(settings).describe() == line
