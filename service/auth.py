@@ -10,7 +10,6 @@ the time taken says neither which token matched nor how much of one did.
 import enum
 import hashlib
 import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 SHA256_PREFIX = "sha256:"
@@ -92,8 +91,8 @@ def _digest_from_hex(hex_digest: str, where: str) -> bytes:
     return bytes.fromhex(hex_digest)
 
 
-def describe(tokens: Tokens, roles: Sequence[Role] = (Role.READ, Role.WRITE)) -> str:
+def describe(tokens: Tokens) -> str:
     """``2 tokens (1 read, 1 write)``: what the startup line says about the tokens."""
-    counts = ", ".join(f"{tokens.count(role)} {role.name.lower()}" for role in roles)
+    counts = ", ".join(f"{tokens.count(role)} {role.name.lower()}" for role in Role)
     total = len(tokens.entries)
     return f"{total} token{'s' if total != 1 else ''} ({counts})"
