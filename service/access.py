@@ -24,6 +24,7 @@ Everything it compares against is built here, at app creation.
 """
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -142,13 +143,13 @@ class AccessMiddleware:
         self.tokens = policy.tokens
         self.mode = policy.mode
         self.open_paths = frozenset(open_paths)
-        # Refusals without a per-request part are built once; a Response sends the same
-        # bytes each time it is called.
-        self.no_token = problem_response(Unauthorized(NO_TOKEN))
-        self.unknown_token = problem_response(Unauthorized(UNKNOWN_TOKEN))
-        self.malformed = problem_response(Unauthorized(MALFORMED_AUTHORIZATION))
-        self.read_only = problem_response(Forbidden(READ_ONLY_TOKEN))
-        self.protected = problem_response(Forbidden(PROTECTED_MODE))
+        # Each refusal is a new Response: one shared between requests would share its header
+        # list, which an outer middleware adding a header (MutableHeaders) extends in place.
+        self.no_token = functools.partial(problem_response, Unauthorized(NO_TOKEN))
+        self.unknown_token = functools.partial(problem_response, Unauthorized(UNKNOWN_TOKEN))
+        self.malformed = functools.partial(problem_response, Unauthorized(MALFORMED_AUTHORIZATION))
+        self.read_only = functools.partial(problem_response, Forbidden(READ_ONLY_TOKEN))
+        self.protected = functools.partial(problem_response, Forbidden(PROTECTED_MODE))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -159,7 +160,7 @@ class AccessMiddleware:
             if self.mode is Mode.TOKENS:
                 refusal = self.token_refusal(scope)
             else:
-                refusal = None if is_loopback_client(scope) else self.protected
+                refusal = None if is_loopback_client(scope) else self.protected()
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -178,20 +179,20 @@ class AccessMiddleware:
         if authorization is not None:
             token = bearer_token(authorization)
             if token is None:
-                return self.malformed
+                return self.malformed()
         elif page and cookie is not None:
             token = cookie_token(cookie)
         else:
             token = None
         if token is None:
-            return login_redirect(scope) if page else self.no_token
+            return login_redirect(scope) if page else self.no_token()
         role = self.tokens.role_of(token)
         if role is None:
             # A stale cookie (the token was revoked) sends the person back to the form.
-            return login_redirect(scope) if page and authorization is None else self.unknown_token
+            return login_redirect(scope) if page and authorization is None else self.unknown_token()
         # A write token may do anything, so only a read token's call is classified.
         if role is not Role.WRITE and required_role(method, path) is Role.WRITE:
-            return self.read_only
+            return self.read_only()
         return None
 
 
