@@ -1,6 +1,9 @@
 # lrkeeper: the HTTP service, on SQLite under /data unless LRKEEPER_DATABASE_URL says otherwise.
 #   docker build -t lrkeeper .
-#   docker run -p 8000:8000 -v lrkeeper-data:/data lrkeeper
+#   docker run -p 8000:8000 -v lrkeeper-data:/data -e LRKEEPER_TOKENS=read:...,write:... lrkeeper
+#   docker run -p 8000:8000 -v lrkeeper-data:/data -e LRKEEPER_ALLOW_ANONYMOUS=true lrkeeper
+# With neither, the service is in protected mode: it answers loopback clients only, and a
+# client through -p comes from the Docker bridge (only health, metrics and docs answer it).
 # Legacy-builder compatible on purpose (no BuildKit syntax), and any Debian-based
 # Python >= 3.11 image works as BASE_IMAGE.
 ARG BASE_IMAGE=python:3.12-slim

@@ -31,6 +31,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.client
 	$(BIN)/python -m bench.service
+	$(BIN)/python -m bench.access
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,6 +4,10 @@ Every call is retried — exponential backoff with full jitter, ``Retry-After``
 honoured — on connection failures, timeouts, 429 and 5xx, until the policy's
 deadline; then :class:`~client.errors.DeadlineExceeded`. A call therefore either
 returns what the service committed or raises: it never hands back a guessed lr.
+Other refusals are raised at once, after one request: a 401 (no token, or one the
+service does not know) as ``Unauthorized``, a 403 (a read token on a write, or a
+service in protected mode called from another machine) as ``Forbidden``, each
+naming the method and URL called. The token is ``token=`` or ``LRKEEPER_TOKEN``.
 
 Retrying every endpoint is safe because each one is idempotent by value:
 
@@ -592,7 +596,13 @@ def _service_error(response: httpx.Response) -> ServiceError:
             "detail": response.text[:500],
         }
     retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-    return error_from_problem(response.status_code, problem, retry_after=retry_after)
+    return error_from_problem(
+        response.status_code,
+        problem,
+        retry_after=retry_after,
+        method=response.request.method,
+        url=str(response.request.url),
+    )
 
 
 def _parse_retry_after(value: str | None) -> float | None:

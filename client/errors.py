@@ -53,12 +53,23 @@ class ServiceError(LRKeeperError):
     slug: ClassVar[str | None] = None
 
     def __init__(
-        self, status: int, problem: Mapping[str, Any], *, retry_after: float | None = None
+        self,
+        status: int,
+        problem: Mapping[str, Any],
+        *,
+        retry_after: float | None = None,
+        method: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.status = status
         self.problem: dict[str, Any] = dict(problem)
         self.retry_after = retry_after
-        super().__init__(f"{status} {self.title}: {self.detail}")
+        self.method = method
+        self.url = url
+        # The call is named first: with several services (or a proxy) in play, which one
+        # refused is half of the answer — a 401 says little until it says from where.
+        called = f"{method or 'request to'} {url}: " if url else ""
+        super().__init__(f"{called}{status} {self.title}: {self.detail}")
 
     @property
     def type(self) -> str:
@@ -89,13 +100,18 @@ class InvalidConfig(InvalidRequest):
 
 
 class Unauthorized(ServiceError):
-    """401: no token, or one the service does not know (set LRKEEPER_TOKEN)."""
+    """401: no token, or one the service's LRKEEPER_TOKENS does not hold (set LRKEEPER_TOKEN).
+
+    Never retried: the same token would be refused again.
+    """
 
     slug = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    """403: a read token used for a write, or an anonymous non-loopback client."""
+    """403: a read token used for a write, or a service without tokens (protected mode)
+    called from another machine; the detail says which and what to set. Never retried.
+    """
 
     slug = "forbidden"
 
@@ -273,7 +289,12 @@ _CONFIG_ROOTS = frozenset({"scheduler", "param_groups"})
 
 
 def error_from_problem(
-    status: int, problem: Mapping[str, Any], *, retry_after: float | None = None
+    status: int,
+    problem: Mapping[str, Any],
+    *,
+    retry_after: float | None = None,
+    method: str | None = None,
+    url: str | None = None,
 ) -> ServiceError:
     """The exception for an error answer: by problem ``type`` first, by status otherwise.
 
@@ -288,7 +309,7 @@ def error_from_problem(
         cls = _BY_STATUS.get(status, ServiceError)
     if cls is InvalidRequest and _points_into_config(problem.get("errors")):
         cls = InvalidConfig
-    return cls(status, problem, retry_after=retry_after)
+    return cls(status, problem, retry_after=retry_after, method=method, url=url)
 
 
 def _points_into_config(errors: Any) -> bool:

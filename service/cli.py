@@ -68,15 +68,24 @@ def serve(args: argparse.Namespace) -> int:
     """Migrate, then serve until SIGTERM; a requested stop is a success (exit 0)."""
     import uvicorn
 
+    from service.access import AccessPolicy
+    from service.auth import InvalidTokens
     from service.config import Settings
     from service.db import upgrade_to_head
 
     settings = Settings()
+    # Checked before anything else (the database included), so a typo in the tokens is
+    # one line naming the entry and a non-zero exit, not a traceback from every worker.
+    try:
+        access = AccessPolicy.from_settings(settings)
+    except InvalidTokens as error:
+        raise CommandError(str(error)) from None
     # uvicorn shuts down gracefully on SIGTERM, restores the previous handler and
     # re-raises the signal; this handler turns that (or a SIGTERM during the
     # migration, whose transaction then rolls back) into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     configure_logging(settings.log_format, args.log_level)
+    logging.getLogger("lrkeeper.access").info("%s", access.describe())
     upgrade_to_head(settings.database_url)
     with shared_metrics_directory(args.workers):
         uvicorn.run(

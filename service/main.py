@@ -12,12 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 from anyio import to_thread
 from fastapi import FastAPI
 
+from service.access import install_access_control
 from service.config import Settings
 from service.db import open_database, with_hot_path_pool
 from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.problems import install_problem_handlers
-from service.routes import health, history, pages, runs, schedulers
+from service.routes import health, history, login, pages, runs, schedulers
 from service.runs.steps import RecordedSteps
 
 
@@ -63,6 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = create_metrics()
     app.state.recorded_steps = RecordedSteps()
     install_problem_handlers(app)
+    # Bearer tokens / protected mode (service.access); a malformed LRKEEPER_TOKENS stops here.
+    # Added before EdgeMiddleware, so refusals are counted and carry a request id too.
+    open_routes = (*health.router.routes, *login.router.routes)
+    install_access_control(app, settings, open_paths=(route.path for route in open_routes))
     # Request ids, body limits, metrics, the access log, and the 500 safety net (service.edge).
     app.add_middleware(
         EdgeMiddleware,
@@ -77,6 +82,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # framework time (bench/README.md). Each route already carries its router's prefix,
     # tags and dependencies; app.dependency_overrides would not reach these routes, and
     # nothing here uses it. The hot routes (service.routes.runs) are matched second.
-    for routes in (health, runs, history, schedulers, pages):
+    for routes in (health, runs, history, schedulers, pages, login):
         app.router.routes.extend(routes.router.routes)
     return app

@@ -8,6 +8,8 @@
 - ``client``: an ``httpx.Client`` bound to ``live_server``.
 - ``serve_app``: serves an app object built in the test (``create_app(settings)`` plus
   test-only routes) with real uvicorn on a thread, for what a subprocess cannot show.
+- ``token_server`` (one per test module and backend): like ``live_server``, with
+  ``LRKEEPER_TOKENS`` set to ``ACCESS_TOKENS`` (fresh random tokens each session).
 
 On PostgreSQL every server gets a fresh database ``lrkeeper_t_<random>``,
 created through ``LRKEEPER_TEST_POSTGRES_URL`` and dropped afterwards. If
@@ -15,7 +17,9 @@ PostgreSQL is unreachable the PostgreSQL tests fail; they never skip.
 """
 
 import contextlib
+import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -334,3 +338,48 @@ def serve_app() -> Iterator[Callable[[FastAPI], str]]:
     """Call with an app; it is served until the test ends and its base URL returned."""
     with contextlib.ExitStack() as servers:
         yield lambda app: servers.enter_context(serving_in_thread(app))
+
+
+@dataclass(frozen=True)
+class AccessTokens:
+    """Tokens for a server with access control; random, so a grep of a log for one is a test."""
+
+    read: str = field(default_factory=lambda: f"read-{secrets.token_urlsafe(18)}")
+    write: str = field(default_factory=lambda: f"write-{secrets.token_urlsafe(18)}")
+    # Configured only as ``sha256:<hex>``: the service never sees these in plaintext.
+    hashed_read: str = field(default_factory=lambda: f"hashed-{secrets.token_urlsafe(18)}")
+    hashed_write: str = field(default_factory=lambda: f"hashed-{secrets.token_urlsafe(18)}")
+    wrong: str = field(default_factory=lambda: f"wrong-{secrets.token_urlsafe(18)}")
+
+    @property
+    def setting(self) -> str:
+        """LRKEEPER_TOKENS: a plaintext and a digest entry of each role."""
+        return ",".join(
+            (
+                f"read:{self.read}",
+                f"write:{self.write}",
+                f"read:sha256:{sha256_hex(self.hashed_read)}",
+                f"write:sha256:{sha256_hex(self.hashed_write)}",
+            )
+        )
+
+    def every_token(self) -> tuple[str, ...]:
+        return (self.read, self.write, self.hashed_read, self.hashed_write, self.wrong)
+
+
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+ACCESS_TOKENS = AccessTokens()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def token_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    pool = ServerPool(tmp_path_factory.mktemp(f"tokens-{request.param}"))
+    try:
+        yield pool(request.param, environment={"LRKEEPER_TOKENS": ACCESS_TOKENS.setting})
+    finally:
+        pool.close()

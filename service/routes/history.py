@@ -4,10 +4,9 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.auth import require_read
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
@@ -35,7 +34,6 @@ def wants_csv(request: Request, format_: str | None) -> bool:
 
 @router.get(
     "/runs/{run_id}/history",
-    dependencies=[Depends(require_read)],
     responses={
         200: {
             "model": HistoryPage,
@@ -127,7 +125,6 @@ def history_csv(page: run_history.HistoryPage) -> str:
 
 @router.get(
     "/runs/{run_id}/events",
-    dependencies=[Depends(require_read)],
     responses={200: {"model": EventPage}, **_PROBLEMS},
 )
 def get_events(

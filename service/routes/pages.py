@@ -1,7 +1,8 @@
 """A few HTML pages for people: the runs, one run with its lr drawn, and that chart as SVG.
 
 Server-side HTML and an inline SVG chart (no JavaScript): everything shown is
-read through ``service.runs`` like the JSON API, with the same read access.
+read through ``service.runs`` like the JSON API. They need a read token, which a
+person gives once in the login form (service.routes.login, service.access).
 """
 
 import html
@@ -11,10 +12,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
-from service.auth import require_read
 from service.db import Database
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
@@ -22,7 +22,7 @@ from service.runs import catalog
 from service.runs import history as run_history
 from service.schemas import RunStatus
 
-router = APIRouter(tags=["pages"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["pages"])
 
 SVG_MEDIA_TYPE = "image/svg+xml"
 # The chart draws at most about this many points per group; longer runs are sampled.
@@ -49,7 +49,9 @@ def _page(title: str, body: str) -> HTMLResponse:
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)} · lrkeeper</title><style>{STYLE}</style></head>"
-        f"<body><nav><a href='/'>runs</a><a href='/docs'>API docs</a></nav>{body}</body></html>"
+        "<body><nav><a href='/'>runs</a><a href='/docs'>API docs</a>"
+        "<form method='post' action='/logout' style='display:inline'>"
+        f"<button>log out</button></form></nav>{body}</body></html>"
     )
     return HTMLResponse(document)
 

@@ -1,9 +1,8 @@
 """/v1/preview and /v1/scheduler-types: schedules without a run, nothing stored."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.auth import require_read
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.runs import SettingsDependency
 from service.runs import preview as engine_only
@@ -14,7 +13,6 @@ router = APIRouter(prefix="/v1", tags=["schedulers"])
 
 @router.post(
     "/preview",
-    dependencies=[Depends(require_read)],
     responses={
         200: {"model": PreviewAnswer},
         422: {
@@ -35,7 +33,6 @@ def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
 
 @router.get(
     "/scheduler-types",
-    dependencies=[Depends(require_read)],
     responses={200: {"model": SchedulerTypes}},
 )
 def scheduler_types() -> JSONResponse:

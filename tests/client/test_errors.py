@@ -296,7 +296,8 @@ def test_too_many_requests_without_retries_raises_too_many_requests(stand_in: An
 def test_access_refusals_raise_their_own_classes_without_retrying(
     stand_in: Any, status: int, slug: str, expected: type[ServiceError]
 ) -> None:
-    # The service's token checks are a later issue; a gateway in front of it may refuse already.
+    # A gateway in front of the service may refuse too (the service's own refusals:
+    # tests/client/test_access.py).
     proxy = stand_in(ScriptedAnswer(status, problem(slug, status)))
     patient = RetryPolicy(deadline=30.0, initial_backoff=0.05, max_backoff=0.2)
     with LRKeeper(proxy.url, "some-token", retry=patient) as api, pytest.raises(expected):

@@ -14,6 +14,7 @@ import pytest
 
 from service.db import open_database, schema_is_current
 from tests.conftest import (
+    ACCESS_TOKENS,
     BACKENDS,
     PROJECT_ROOT,
     Backend,
@@ -24,10 +25,14 @@ from tests.conftest import (
 )
 
 
-def lrkeeper(*arguments: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def lrkeeper(
+    *arguments: str, database_url: str | None = None, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LRKEEPER_")}
     if database_url is not None:
         environment["LRKEEPER_DATABASE_URL"] = database_url
+    if token is not None:
+        environment["LRKEEPER_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *arguments],
         cwd=PROJECT_ROOT,
@@ -148,3 +153,21 @@ def test_runs_without_a_service_says_it_cannot_reach_it() -> None:
     completed = lrkeeper("runs", "--url", f"http://127.0.0.1:{free_port()}")
     assert completed.returncode == 1
     assert "cannot reach the service" in completed.stderr
+
+
+def test_runs_sends_lrkeeper_token(token_server: LiveServer) -> None:
+    completed = lrkeeper("runs", "--url", token_server.base_url, token=ACCESS_TOKENS.read)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split()[:2] == ["run_id", "status"]
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, "401"), (ACCESS_TOKENS.wrong, "401")])
+def test_a_refused_token_is_one_line_naming_the_url_and_a_failure(
+    token_server: LiveServer, token: str | None, status: str
+) -> None:
+    completed = lrkeeper("history", "some-run", "--url", token_server.base_url, token=token)
+    assert completed.returncode == 1
+    assert completed.stderr.count("\n") == 1, completed.stderr
+    assert f"GET {token_server.base_url}/v1/runs/some-run/history" in completed.stderr
+    assert f": {status} " in completed.stderr
+    assert ACCESS_TOKENS.wrong not in completed.stderr
