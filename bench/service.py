@@ -147,13 +147,17 @@ class Server:
 
 
 def start_server(
-    name: str, command: Sequence[str], workdir: Path, env: dict[str, str] | None = None
+    name: str,
+    command: Sequence[str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    checkout: Path = REPO_ROOT,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    log_path = workdir / f"{name}.log"
+    log_path = workdir / f"{name.replace(' ', '_')}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(command),
-            cwd=REPO_ROOT,
+            cwd=checkout,
             env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -162,17 +166,22 @@ def start_server(
     return process, log_path
 
 
-def start_lrkeeper(database_url: str, workdir: Path) -> Server:
-    """``lrkeeper serve`` with its defaults (one worker, log level info), as a user runs it."""
+def start_lrkeeper(
+    database_url: str, workdir: Path, name: str = "lrkeeper", checkout: Path = REPO_ROOT
+) -> Server:
+    """``lrkeeper serve`` with its defaults (one worker, log level info), as a user runs it;
+    ``checkout`` serves another copy of the code (``--compare-with``): ``python -m`` run
+    from there imports that copy's packages before the installed one."""
     port = free_port()
     command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
     process, log_path = start_server(
-        "lrkeeper",
+        name,
         [*command, "--port", str(port)],
         workdir,
         {"LRKEEPER_DATABASE_URL": database_url},
+        checkout,
     )
-    server = Server("lrkeeper", f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     server.wait_ready("/readyz")
     return server
 
@@ -294,7 +303,7 @@ def _checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def lrkeeper_system(server: Server) -> System:
+def lrkeeper_system(server: Server, name: str = "lrkeeper") -> System:
     def create_runs(client: httpx.Client, prefix: str, count: int) -> list[str]:
         run_ids = [f"{prefix}-{index}" for index in range(count)]
         for run_id in run_ids:
@@ -306,7 +315,7 @@ def lrkeeper_system(server: Server) -> System:
         return int(_checked(client.get(f"/v1/runs/{run_id}/lr")).json()["step"])
 
     return System(
-        "lrkeeper",
+        name,
         server,
         create_runs,
         Workload("POST", "/v1/runs/{run}/steps", '{"step": {step}}'),
@@ -316,6 +325,7 @@ def lrkeeper_system(server: Server) -> System:
 
 
 ASYNC_BASELINE = "baseline (a), async"
+COMPARED = "lrkeeper (compared)"
 
 
 def baseline_system(server: Server, name: str = "baseline (a)") -> System:
@@ -557,11 +567,12 @@ def warm_up(systems: Sequence[System], plan: Plan, script_path: Path, sitting: s
 
 @contextlib.contextmanager
 def servers_for(
-    backend: str, workdir: Path, sitting: str, async_baseline: bool
+    backend: str, workdir: Path, sitting: str, async_baseline: bool, compare_with: Path | None
 ) -> Iterator[list[System]]:
     """lrkeeper, baseline (a) and MLflow (b), each on a fresh database of ``backend``; with
-    ``async_baseline`` (PostgreSQL only) also baseline (a) written async on asyncpg."""
-    databases = ("svc", "base", "mlflow", "abase") if async_baseline else ("svc", "base", "mlflow")
+    ``async_baseline`` (PostgreSQL only) also baseline (a) written async on asyncpg; with
+    ``compare_with`` also lrkeeper served from that checkout (an earlier commit, say)."""
+    databases = ("svc", "base", "mlflow", "abase", "cmp")
     names = {name: f"lrkeeper_bench_{sitting}_{name}" for name in databases}
     started: list[Server] = []
     with contextlib.ExitStack() as stack:
@@ -589,7 +600,16 @@ def servers_for(
             ]
             if async_baseline:
                 started.append(start_async_baseline(postgresql_conninfo(names["abase"]), workdir))
-                systems.append(baseline_system(started[3], ASYNC_BASELINE))
+                systems.append(baseline_system(started[-1], ASYNC_BASELINE))
+            if compare_with is not None:
+                compared_url = (
+                    f"sqlite:///{workdir / 'compared.db'}"
+                    if backend == "sqlite"
+                    else "postgresql+psycopg://"
+                    + postgresql_conninfo(names["cmp"]).split("://", 1)[1]
+                )
+                started.append(start_lrkeeper(compared_url, workdir, COMPARED, compare_with))
+                systems.append(lrkeeper_system(started[-1], COMPARED))
             yield systems
         finally:
             for server in started:
@@ -597,7 +617,7 @@ def servers_for(
 
 
 def run_backend(
-    backend: str, plan: Plan, profile: bool, async_baseline: bool
+    backend: str, plan: Plan, profile: bool, async_baseline: bool, compare_with: Path | None
 ) -> tuple[list[Cell], str]:
     sitting = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix=f"service-{backend}-", dir=BENCH_HOME))
@@ -606,7 +626,7 @@ def run_backend(
     cells: list[Cell] = []
     profile_text = ""
     try:
-        with servers_for(backend, workdir, sitting, async_baseline) as systems:
+        with servers_for(backend, workdir, sitting, async_baseline, compare_with) as systems:
             warm_up(systems, plan, script_path, sitting)
             for endpoint in ENDPOINTS:
                 for concurrency in plan.concurrencies:
@@ -837,7 +857,7 @@ def render(cells: Sequence[Cell]) -> str:
     for cell in cells:
         for system in cell.samples:
             is_lrkeeper = system == "lrkeeper"
-            versus_sync = system in ("lrkeeper", ASYNC_BASELINE)
+            versus_sync = system in ("lrkeeper", ASYNC_BASELINE, COMPARED)
             failures = sum(sample.failures for sample in cell.samples[system])
             rows.append(
                 [
@@ -879,6 +899,12 @@ def verdicts(cells: Sequence[Cell]) -> list[str]:
         if ASYNC_BASELINE in cell.samples:
             faster = cell.ratio(ASYNC_BASELINE, "baseline (a)")
             lines.append(f"- sync or async, {where}: async (a) ÷ sync (a) = {format_ratio(faster)}")
+        if COMPARED in cell.samples:
+            lines.append(
+                f"- this checkout ÷ the compared one, {where}: req/s "
+                f"{format_ratio(cell.ratio('lrkeeper', COMPARED))}, CPU/req "
+                f"{format_ratio(cell.cpu_ratio('lrkeeper', COMPARED))}"
+            )
     return lines
 
 
@@ -901,6 +927,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="PostgreSQL: also baseline (a) written async on asyncpg (the sync-or-async question)",
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also serve lrkeeper from this checkout (e.g. a git worktree of an earlier commit)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -915,7 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[str] = []
     for backend in backends:
         with_async = args.async_baseline and backend == "postgresql"
-        backend_cells, profile_text = run_backend(backend, plan, args.profile, with_async)
+        backend_cells, profile_text = run_backend(
+            backend, plan, args.profile, with_async, args.compare_with
+        )
         cells.extend(backend_cells)
         if profile_text:
             profiles.append(profile_text)
