@@ -1,14 +1,15 @@
 """The database going away: 503 with Retry-After in bounded time, never a 500, never a hang.
 
 PostgreSQL is reached through a TCP proxy the test cuts (every connection reset, new
-ones refused) and restores; SQLite is locked by another process. While the database
-is away every route that needs it answers 503 problem+json with ``Retry-After`` and
-/readyz says not ready; routes that need no database (/healthz, preview, the type
-list) keep answering. When it comes back the same server process recovers by itself.
-Every request carries a client timeout above the service's bound (about 10 s): a
-request that hung would fail the test.
+ones refused) and restores; SQLite is locked by another process, or its disk is full.
+While the database is away every route that needs it answers 503 problem+json with
+``Retry-After`` and /readyz says not ready; routes that need no database (/healthz,
+preview, the type list) keep answering. When it comes back the same server process
+recovers by itself. Every request carries a client timeout above the service's bound
+(about 10 s): a request that hung would fail the test.
 """
 
+import resource
 import sqlite3
 import time
 import uuid
@@ -147,3 +148,31 @@ def test_sqlite_locked_by_another_process_is_503_for_writes_and_recovers(
             holder.close()
         wait_for_recovery(client, run_id, step=2)
         assert client.get(f"/v1/runs/{run_id}/lr").json() == {"step": 2, "lr": [0.05]}
+
+
+@pytest.mark.slow
+def test_sqlite_on_a_full_disk_is_503_for_writes_and_recovers_when_space_returns(
+    server_factory: ServerPool,
+) -> None:
+    """A full disk, simulated without privileges: the server process's file-size limit
+    (RLIMIT_FSIZE) is lowered below its database's size, so every write that extends a
+    file fails as on a full disk (Python ignores SIGXFSZ, so the write just fails)."""
+    server = server_factory("sqlite")
+    assert server.process is not None
+    with httpx.Client(base_url=server.base_url, timeout=CLIENT_TIMEOUT_SECONDS) as client:
+        run_id = start_run(client, steps=3)
+        resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        try:
+            for method, path, body in database_routes(run_id, next_step=4):
+                response = client.request(method, path, json=body)
+                if method == "GET":
+                    assert response.status_code < 500, response.text  # reads write nothing
+                else:
+                    assert_unavailable(response)
+            assert client.get(f"/v1/runs/{run_id}").json()["step"] == 3
+        finally:
+            unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, unlimited)
+        wait_for_recovery(client, run_id, step=4)
+        history = client.get(f"/v1/runs/{run_id}/history").json()["items"]
+        assert [item["step"] for item in history] == [0, 1, 2, 3, 4]
