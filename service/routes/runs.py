@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from service.json_body import JsonBodyRoute
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.runs import catalog, changes, steps
@@ -34,7 +35,7 @@ from service.schemas import (
     StepReport,
 )
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = APIRouter(prefix="/v1", tags=["runs"], route_class=JsonBodyRoute)
 
 RunId = Annotated[
     str,
