@@ -22,6 +22,7 @@ from service.runs import history as run_history
 from service.schemas import (
     MAX_STEP,
     RUN_ID_PATTERN,
+    RUN_ID_PREFIX_PATTERN,
     LrAnswer,
     LrChange,
     LrSuggestion,
@@ -101,7 +102,7 @@ def list_runs(
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
-    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     limit: Annotated[
         int | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
     ] = None,

@@ -18,7 +18,7 @@ from service.json_body import (
     require_json_media_type,
 )
 from service.main import create_app
-from service.problems import InvalidJson, UnsupportedMediaType
+from service.problems import InvalidJson, InvalidRequest, UnsupportedMediaType
 
 # Strings full of what the scan must not count: brackets, quotes, backslashes.
 _TRICKY_TEXT = st.text(alphabet='[]{}"\\ a\n\u00e9\U0001f600', max_size=12)
@@ -101,6 +101,25 @@ def test_bytes_that_are_not_json_are_invalid_json_saying_what_is_wrong(
         parse_json_body(body, 32)
     assert detail in refused.value.detail
     assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"metadata": {"notes": ["ok", "a\\u0000b"]}}', ["body", "metadata", "notes", 1]),
+        (b'{"metrics": {"loss\\u0000": 1}}', ["body", "metrics", "loss\x00"]),
+        (b'{"worker": "\\\\\\u0000"}', ["body", "worker"]),  # an escaped backslash, then U+0000
+    ],
+)
+def test_a_string_holding_u0000_is_refused_naming_where(body: bytes, loc: list[Any]) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_json_body(body, 32)
+    assert refused.value.extensions["errors"][0]["loc"] == loc
+    assert "U+0000" in refused.value.detail
+
+
+def test_the_text_backslash_u0000_is_an_ordinary_string() -> None:
+    assert parse_json_body(b'{"notes": "\\\\u0000"}', 32) == {"notes": "\\u0000"}
 
 
 def test_the_bare_non_finite_tokens_python_writes_are_accepted() -> None:
