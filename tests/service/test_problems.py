@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from service import problems
 from service.config import Settings
 from service.main import create_app
 from service.problems import StepOutOfOrder, Unauthorized
@@ -152,3 +153,18 @@ def test_schema_error_on_a_real_route_names_the_field(client: httpx.Client) -> N
     response = client.post(f"/v1/runs/problems-{uuid.uuid4().hex}/steps", json={"step": "three"})
     problem = assert_problem(response, 422, "invalid-request")
     assert ["body", "step"] in [error["loc"] for error in problem["errors"]]  # type: ignore[attr-defined]
+
+
+def test_the_drawn_tree_names_every_problem_with_its_status_and_slug() -> None:
+    drawing = problems.__doc__ or ""
+    classes = [
+        value
+        for value in vars(problems).values()
+        if isinstance(value, type) and issubclass(value, problems.Problem)
+    ]
+    assert {cls.__name__ for cls in classes} >= {"InvalidJson", "UnsupportedMediaType"}
+    for cls in classes:
+        if cls is problems.Problem or cls is problems.DatabaseUnavailable:
+            continue  # the root, and a subclass drawn without a status of its own
+        line = next((line for line in drawing.splitlines() if f" {cls.__name__} " in line), "")
+        assert f"{cls.status} {cls.slug}" in line, cls.__name__
