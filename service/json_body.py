@@ -11,8 +11,9 @@ The depth scan costs two ``bytes.count`` calls for any body with no more ``[``
 and ``{`` than the limit, which is every body a client sends in practice (a
 step report has two). Only a body with more openers is scanned for real: the
 strings are cut out, the brackets kept, innermost pairs removed a few times, and
-the rest measured run by run, all in C-speed loops (bench/json_depth.py: about
-as long as ``json.loads`` of the same body).
+the rest measured run by run, all in C-speed loops (bench/json_depth.py: 0.5-0.8x
+a ``json.loads`` of the same body; ~8 ms for 1 MiB of unclosed ``[``, which
+``json.loads`` gives up on at once).
 
 One character is refused in any string of a body, key or value: U+0000, which
 PostgreSQL's ``text`` and ``jsonb`` cannot store (a 500 from the database before).
@@ -57,10 +58,10 @@ _PAIR_ROUNDS = 4
 
 
 def nesting_depth(body: bytes) -> int:
-    """Levels of arrays and objects in ``body``: exact for JSON, never less for anything else.
+    """Levels of arrays and objects in ``body``: exact for JSON; for anything else, never less
+    than a parser descends before it finds the body broken.
 
-    Brackets inside strings do not count. An opener never closed counts as a level,
-    because a parser recurses into it before it finds the body broken.
+    Brackets inside strings do not count; an opener never closed counts as a level.
     """
     brackets = _STRING.sub(b"", body).translate(_AS_SQUARE, _NOT_A_BRACKET)
     rounds = 0
