@@ -9,8 +9,8 @@ field when a field is at fault. After the table the server still answers
 and stays below ``RSS_BOUND_KB`` (256 MiB).
 
 Beside the table, hypothesis puts random JSON (huge and non-finite numbers, U+0000,
-nesting) in place of each field of each body, 100 derandomized examples per backend:
-never a 5xx.
+nesting) in place of each field of each body, 100 derandomized examples per backend,
+and random text in every query parameter of every reading route, 60 more: never a 5xx.
 
 The rows run in one test, so that the figures recorded at the end (README
 "Input bounds") count every input, and the health check comes after all of them.
@@ -774,3 +774,35 @@ def test_random_json_in_any_body_field_never_gets_a_5xx(
     assert answer.status_code < 500, (keys, content[:300], answer.text[:300])
     if answer.status_code >= 400:
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+# Every reading route with its query parameters (and some it does not have).
+_QUERIES: list[tuple[str, tuple[str, ...]]] = [
+    ("/v1/runs", ("status", "prefix", "limit", "cursor")),
+    ("/v1/runs/{run}", ("x",)),
+    ("/v1/runs/{run}/lr", ("step", "wait")),
+    ("/v1/runs/{run}/history", ("start", "end", "limit", "cursor", "every", "points")),
+    ("/v1/runs/{run}/history", ("include_superseded", "format")),
+    ("/v1/runs/{run}/events", ("limit", "cursor")),
+    ("/v1/runs/{run}/lr-suggestion", ("method",)),
+    ("/v1/runs/{run}/chart.svg", ("scale", "start", "end", "metrics")),
+    ("/", ("status", "prefix", "cursor")),
+    ("/runs/{run}", ("x",)),
+]
+_QUERY_VALUES = st.text(max_size=12) | st.sampled_from(
+    ["\x00", "-1", "0", "1e400", "NaN", "9" * 30, "true", "csv", "log", "valley", "stale", "%00"]
+)
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(target=st.sampled_from(_QUERIES), data=st.data())
+def test_random_query_strings_on_every_reading_route_never_get_a_5xx(
+    hostile_server: LiveServer, target: tuple[str, tuple[str, ...]], data: st.DataObject
+) -> None:
+    path, names = target
+    params = {name: data.draw(_QUERY_VALUES, label=name) for name in names}
+    with httpx.Client(base_url=hostile_server.base_url, timeout=60) as client:
+        run_id = f"random-{uuid.uuid4().hex[:12]}"
+        assert client.put(f"/v1/runs/{run_id}", json=new_run_body()).status_code == 201
+        answer = client.get(path.format(run=run_id), params=params)
+    assert answer.status_code < 500, (path, params, answer.text[:300])
