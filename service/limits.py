@@ -32,7 +32,7 @@ MAX_PARAM_GROUP_STRING_LENGTH = 128
 # betas has two items; no optimizer hyperparameter we know of has more than a handful.
 MAX_PARAM_GROUP_LIST_LENGTH = 16
 # The most LRKEEPER_MAX_JSON_DEPTH may be: everything that walks a body recurses per level
-# (json, service.limits' measure of metadata, the float codec, two frames a level), and
+# (json, check_metadata's json.dumps, the float codec at two frames a level), and
 # 256 levels keep all of them far below Python's recursion limit of 1000.
 MAX_JSON_DEPTH_CEILING = 256
 
