@@ -7,7 +7,7 @@ global, so a test (or a second app in one process) can run with its own.
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.limits import PayloadLimits
+from service.limits import MAX_JSON_DEPTH_CEILING, PayloadLimits
 from service.logs import LogFormat
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lrkeeper.db"
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_metrics: int = Field(default=PayloadLimits.max_metrics, ge=0)
     max_metric_name_length: int = Field(default=PayloadLimits.max_metric_name_length, ge=1)
     max_metadata_bytes: int = Field(default=PayloadLimits.max_metadata_bytes, ge=2)
+    # A PUT of a SequentialLR over Adam groups is 5 levels deep; below 8 the API breaks.
+    max_json_depth: int = Field(
+        default=PayloadLimits.max_json_depth, ge=8, le=MAX_JSON_DEPTH_CEILING
+    )
     # One JSON object per log line, or text for a terminal (service.logs).
     log_format: LogFormat = "text"
 
@@ -48,4 +52,5 @@ class Settings(BaseSettings):
             max_metric_name_length=self.max_metric_name_length,
             max_metadata_bytes=self.max_metadata_bytes,
             max_param_groups=self.max_param_groups,
+            max_json_depth=self.max_json_depth,
         )

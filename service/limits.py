@@ -31,6 +31,10 @@ MAX_PARAM_GROUP_KEY_LENGTH = 64
 MAX_PARAM_GROUP_STRING_LENGTH = 128
 # betas has two items; no optimizer hyperparameter we know of has more than a handful.
 MAX_PARAM_GROUP_LIST_LENGTH = 16
+# The most LRKEEPER_MAX_JSON_DEPTH may be: everything that walks a body recurses per level
+# (json, check_metadata's json.dumps, the float codec at two frames a level), and
+# 256 levels keep all of them far below Python's recursion limit of 1000.
+MAX_JSON_DEPTH_CEILING = 256
 
 LIMIT_EXCEEDED = "limit_exceeded"
 
@@ -43,6 +47,8 @@ class PayloadLimits:
     max_metric_name_length: int = 128
     max_metadata_bytes: int = 64 * 1024
     max_param_groups: int = 64
+    # Levels of arrays and objects in a JSON body, checked on its bytes (service.json_body).
+    max_json_depth: int = 32
 
 
 DEFAULT_PAYLOAD_LIMITS = PayloadLimits()

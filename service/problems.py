@@ -7,6 +7,7 @@ is not JSON) and anything unexpected into the same shape, so a client has one
 vocabulary to parse and never sees a traceback.
 
     Problem
+    ├── InvalidJson          400 invalid-json         (limit, max when too deep)
     ├── NotFound             404 not-found
     ├── MethodNotAllowed     405 method-not-allowed
     ├── RunConflict          409 run-conflict         (differences)
@@ -16,6 +17,7 @@ vocabulary to parse and never sees a traceback.
     ├── RunNotRunning        409 run-not-running      (run_status, step)
     ├── NotEnoughData        409 not-enough-data
     ├── PayloadTooLarge      413 payload-too-large    (limit, max)
+    ├── UnsupportedMediaType 415 unsupported-media-type
     ├── InvalidRequest       422 invalid-request      (errors: [{"loc", "msg"}]; limit, max)
     ├── Unauthorized         401 unauthorized
     ├── Forbidden            403 forbidden
@@ -72,6 +74,14 @@ class Problem(Exception):
         }
 
 
+class InvalidJson(Problem):
+    """The body cannot be read as JSON at all: malformed, not UTF-8, or nested deeper than
+    ``LRKEEPER_MAX_JSON_DEPTH``. One type for all three, because a client fixes each the
+    same way (send other bytes), and none of them names a field (that is a 422)."""
+
+    status, slug, title = 400, "invalid-json", "The request body is not valid JSON"
+
+
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not found"
 
@@ -118,6 +128,10 @@ class NotEnoughData(Problem):
 
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
 class InvalidRequest(Problem):
@@ -196,14 +210,14 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def invalid_request_for(exc: RequestValidationError) -> InvalidRequest:
+def invalid_request_for(exc: RequestValidationError) -> InvalidJson | InvalidRequest:
     errors = list(exc.errors())
-    if any(error.get("type") == "json_invalid" for error in errors):
-        message = next(str(e.get("msg")) for e in errors if e.get("type") == "json_invalid")
-        return InvalidRequest(
-            "the request body is not valid JSON",
-            errors=[{"loc": ["body"], "msg": message}],
-        )
+    # service.json_body reads every JSON body first; this is FastAPI's own parse, for a
+    # route that does not use it, answered with the same problem type.
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "malformed")
+            return InvalidJson(f"the request body is not valid JSON: {reason}")
     reduced = validation_errors(errors)
     if not reduced:
         return InvalidRequest("the request is invalid", errors=[])

@@ -26,6 +26,8 @@ from service.limits import check_metadata, check_metrics, check_param_groups
 from service.schedules.codec import decode_float
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+# A prefix of a run id holds nothing a run id cannot (U+0000 in it was a 500 on PostgreSQL).
+RUN_ID_PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,128}$"
 # Steps are stored as 32-bit integers; anything larger is out of range, not clamped.
 MAX_STEP = 2**31 - 1
 NON_FINITE_STRINGS = ("NaN", "Infinity", "-Infinity")

@@ -20,7 +20,7 @@ from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
 from service.runs import catalog
 from service.runs import history as run_history
-from service.schemas import RunStatus
+from service.schemas import RUN_ID_PREFIX_PATTERN, RunStatus
 
 router = APIRouter(tags=["pages"])
 
@@ -65,7 +65,7 @@ def runs_page(
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
-    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     cursor: str | None = None,
 ) -> HTMLResponse:
     """The runs, newest last, a page at a time, filterable by status and id prefix."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from service.json_body import JsonBodyRoute
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.runs import catalog, changes, steps
@@ -21,6 +22,7 @@ from service.runs import history as run_history
 from service.schemas import (
     MAX_STEP,
     RUN_ID_PATTERN,
+    RUN_ID_PREFIX_PATTERN,
     LrAnswer,
     LrChange,
     LrSuggestion,
@@ -34,7 +36,7 @@ from service.schemas import (
     StepReport,
 )
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = APIRouter(prefix="/v1", tags=["runs"], route_class=JsonBodyRoute)
 
 RunId = Annotated[
     str,
@@ -100,7 +102,7 @@ def list_runs(
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
-    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     limit: Annotated[
         int | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
     ] = None,

@@ -3,12 +3,13 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from service.json_body import JsonBodyRoute
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.runs import SettingsDependency
 from service.runs import preview as engine_only
 from service.schemas import PreviewAnswer, PreviewRequest, SchedulerTypes
 
-router = APIRouter(prefix="/v1", tags=["schedulers"])
+router = APIRouter(prefix="/v1", tags=["schedulers"], route_class=JsonBodyRoute)
 
 
 @router.post(

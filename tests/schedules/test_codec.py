@@ -58,3 +58,18 @@ def test_decoding_gives_fresh_containers() -> None:
     decoded["param_groups"][0]["betas"][0] = 0.5
     decoded["param_groups"][0]["lr"] = 1.0
     assert stored == {"param_groups": [{"lr": 0.1, "betas": [0.9, 0.999]}]}
+
+
+def test_values_nested_as_deep_as_any_request_body_may_be_round_trip() -> None:
+    # The codec recurses per level, two frames a level (the comprehension's own) on 3.11.
+    # Bodies are at most MAX_JSON_DEPTH_CEILING deep (service.json_body); what the service
+    # encodes is never deeper than a body plus a few levels (a run answer wraps its config,
+    # a composite's state is no deeper than its config), so the ceiling plus 16 must fit.
+    from service.limits import MAX_JSON_DEPTH_CEILING
+
+    value: Any = [INF]
+    for level in range(MAX_JSON_DEPTH_CEILING + 16):
+        value = {"child": value, "best": -INF} if level % 2 else [value, NAN]
+    encoded = encode_floats(value)
+    text = json.dumps(encoded, allow_nan=False)
+    assert json.dumps(encode_floats(decode_floats(json.loads(text))), allow_nan=False) == text

@@ -209,13 +209,13 @@ def test_put_with_an_unknown_body_field_is_a_422_naming_it(client: httpx.Client)
     assert_invalid(put_run(client, run_id, paramgroups=[]), ["body", "paramgroups"])
 
 
-def test_put_of_a_body_that_is_not_json_is_a_422(client: httpx.Client) -> None:
+def test_put_of_a_body_that_is_not_json_is_a_400_invalid_json(client: httpx.Client) -> None:
     response = client.put(
         f"/v1/runs/{new_run_id()}",
         content=b"{not json",
         headers={"content-type": "application/json"},
     )
-    assert_invalid(response, ["body"])
+    assert_problem(response, 400, "invalid-json")
 
 
 @pytest.mark.parametrize("run_id", ["has space", "semi;colon", "x" * 129, "ünïcode"])

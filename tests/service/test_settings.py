@@ -8,8 +8,10 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from pydantic import ValidationError
 
 from service.config import DEFAULT_DATABASE_URL, Settings
+from service.limits import PayloadLimits
 from service.main import create_app
 from service.routes.dependencies import get_settings
 
@@ -47,6 +49,23 @@ def test_environment_variables_with_the_lrkeeper_prefix_override_defaults(
     assert settings.port == 9001
     assert settings.allow_anonymous is True
     assert settings.tokens == "read:abc,write:sha256:00ff"
+
+
+@pytest.mark.parametrize("depth", ["7", "257"])
+def test_a_json_depth_setting_the_api_or_the_codec_cannot_live_with_is_refused(
+    monkeypatch: pytest.MonkeyPatch, depth: str
+) -> None:
+    # Below 8 a PUT of a SequentialLR cannot be sent; above 256 the walks after the check
+    # (the codec's two frames a level) could reach Python's recursion limit.
+    monkeypatch.setenv("LRKEEPER_MAX_JSON_DEPTH", depth)
+    with pytest.raises(ValidationError, match="max_json_depth"):
+        Settings()
+
+
+def test_the_json_depth_setting_reaches_the_payload_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LRKEEPER_MAX_JSON_DEPTH", "64")
+    assert Settings().payload_limits().max_json_depth == 64
+    assert PayloadLimits().max_json_depth == 32
 
 
 def app_reporting_its_settings(settings: Settings | None) -> FastAPI:

@@ -275,27 +275,30 @@ def test_an_invalid_step_report_is_a_422_naming_the_field(
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type"),
+    ("content", "content_type", "status", "slug"),
     [
-        (b"", "application/json"),
-        (b'{"step": ', "application/json"),
-        (b'{"step": 1}', "text/plain"),
-        (b'{"step": 1}', None),
-        (b"[1]", "application/merge-patch+json"),
+        (b"", "application/json", 422, "invalid-request"),
+        (b'{"step": ', "application/json", 400, "invalid-json"),
+        (b'{"step": 1, "worker": "\xff"}', "application/json", 400, "invalid-json"),
+        (b'{"step": 1}', "text/plain", 415, "unsupported-media-type"),
+        (b'{"step": 1}', None, 415, "unsupported-media-type"),
+        (b"[1]", "application/merge-patch+json", 422, "invalid-request"),
     ],
 )
-def test_a_step_report_body_that_is_empty_broken_or_not_json_is_a_422_naming_the_body(
-    client: httpx.Client, content: bytes, content_type: str | None
+def test_a_step_report_body_that_is_empty_broken_or_not_json_is_refused_as_such(
+    client: httpx.Client, content: bytes, content_type: str | None, status: int, slug: str
 ) -> None:
     # Whatever the bytes, the hot route and PATCH /runs/{id} refuse them with the same
-    # problem, and nothing is stored.
+    # problem, and nothing is stored: a 422 names the body, bytes that are not JSON are a
+    # 400, a body declared as something else a 415.
     run_id = create_run(client, COSINE, SGD)
     headers = {"content-type": content_type} if content_type else {}
     step_answer = client.post(f"/v1/runs/{run_id}/steps", content=content, headers=headers)
     patch_answer = client.patch(f"/v1/runs/{run_id}", content=content, headers=headers)
-    problem = assert_problem(step_answer, 422, "invalid-request")
-    assert problem == assert_problem(patch_answer, 422, "invalid-request")
-    assert problem["errors"][0]["loc"][0] == "body"
+    problem = assert_problem(step_answer, status, slug)
+    assert problem == assert_problem(patch_answer, status, slug)
+    if status == 422:
+        assert problem["errors"][0]["loc"][0] == "body"
     assert get_run(client, run_id)["step"] == 0
 
 
