@@ -21,6 +21,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from service.limits import check_metadata, check_metrics, check_param_groups
 from service.schedules.codec import decode_float
@@ -77,6 +78,9 @@ MetricValue = Annotated[
     float, PlainValidator(_metric_value), WithJsonSchema(_NUMBER_OR_NON_FINITE_SCHEMA)
 ]
 LearningRate = Annotated[float, PlainValidator(_finite_lr), WithJsonSchema({"type": "number"})]
+# The service writes timestamps as ISO 8601 with an offset (RFC 3339); a generated client
+# parses them into datetimes when the document says so.
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 # A float in an answer: a JSON number, or a non-finite one spelled as a string.
 FloatValue = float | Literal["NaN", "Infinity", "-Infinity"]
 
@@ -139,10 +143,11 @@ class RunCreate(_RequestBody):
 
 
 class RunPatch(_RequestBody):
-    status: StoredRunStatus | None = Field(
+    # SkipJsonSchema: null is refused (_refuse_null), so the document must not offer it.
+    status: StoredRunStatus | SkipJsonSchema[None] = Field(
         default=None, description='"running" reopens a finished or failed run'
     )
-    metadata: dict[str, Any] | None = Field(
+    metadata: dict[str, Any] | SkipJsonSchema[None] = Field(
         default=None, description="Replaces the stored metadata as a whole"
     )
 
@@ -193,8 +198,8 @@ class Run(BaseModel):
     param_groups: list[ParamGroup]
     state: dict[str, Any] = Field(description="The scheduler's internals after the current step")
     metadata: dict[str, Any]
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class RunPage(BaseModel):
@@ -230,7 +235,7 @@ class HistoryItem(BaseModel):
     momentum: list[FloatValue] | None = None
     metrics: dict[str, FloatValue]
     worker: str | None
-    recorded_at: str
+    recorded_at: Timestamp
     superseded: bool
 
 
@@ -243,7 +248,7 @@ class EventItem(BaseModel):
     step: int
     kind: str
     detail: dict[str, Any]
-    recorded_at: str
+    recorded_at: Timestamp
 
 
 class EventPage(BaseModel):

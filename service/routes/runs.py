@@ -123,7 +123,7 @@ def list_runs(
     "/runs/{run_id}",
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def patch_run(
+def update_run(
     run_id: RunId, body: RunPatch, database: DatabaseDependency, settings: SettingsDependency
 ) -> JSONResponse:
     """Change the status and/or replace the metadata; the schedule never changes here.
@@ -196,7 +196,7 @@ def set_lr(
     "/runs/{run_id}/rewind",
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def rewind(
+def rewind_run(
     run_id: RunId, body: Rewind, database: DatabaseDependency, settings: SettingsDependency
 ) -> JSONResponse:
     """Back to the state after step K; the later history stays, marked superseded."""
@@ -214,6 +214,6 @@ def rewind(
         422: _problem(422, "The run is not an LRRangeTest"),
     },
 )
-def lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
+def get_lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
     """An LRRangeTest run's suggested lr, from its smoothed loss curve."""
     return JSONResponse(run_history.lr_suggestion(database, run_id))
