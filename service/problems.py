@@ -112,6 +112,13 @@ class ScheduleFailed(Problem):
 class RunNotRunning(Problem):
     status, slug, title = 409, "run-not-running", "The run is not running"
 
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        # The run's status travels as ``run_status``: under ``status`` it overwrote the
+        # problem's own (RFC 9457: the HTTP status code, an integer).
+        if "status" in extensions:
+            extensions["run_status"] = extensions.pop("status")
+        super().__init__(detail, **extensions)
+
 
 class NotEnoughData(Problem):
     status, slug, title = 409, "not-enough-data", "Not enough data"

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
     WithJsonSchema,
     field_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from service.limits import check_metadata, check_metrics, check_param_groups
 from service.schedules.codec import decode_float
@@ -78,6 +78,29 @@ MetricValue = Annotated[
     float, PlainValidator(_metric_value), WithJsonSchema(_NUMBER_OR_NON_FINITE_SCHEMA)
 ]
 LearningRate = Annotated[float, PlainValidator(_finite_lr), WithJsonSchema({"type": "number"})]
+
+
+def _decimal_digits(value: object) -> object:
+    """A query integer spelled as the document says one is: digits, not ``+0.0`` or ``1e3``.
+
+    pydantic's lax mode reads ``"+0.0"`` as 0; a client generated from the document
+    never sends that, and a fuzzer checks that the server refuses what the schema does.
+    """
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("expected an integer written in decimal digits")
+    return value
+
+
+def _true_or_false(value: object) -> object:
+    """A query boolean is ``true`` or ``false``, as JSON spells them (not ``on``, ``1``, ``y``)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value
+
+
+QueryInteger = Annotated[int, BeforeValidator(_decimal_digits)]
+QueryBoolean = Annotated[bool, BeforeValidator(_true_or_false)]
+
 # The service writes timestamps as ISO 8601 with an offset (RFC 3339); a generated client
 # parses them into datetimes when the document says so.
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -143,11 +166,12 @@ class RunCreate(_RequestBody):
 
 
 class RunPatch(_RequestBody):
-    # SkipJsonSchema: null is refused (_refuse_null), so the document must not offer it.
-    status: StoredRunStatus | SkipJsonSchema[None] = Field(
-        default=None, description='"running" reopens a finished or failed run'
-    )
-    metadata: dict[str, Any] | SkipJsonSchema[None] = Field(
+    # Null is refused (_refuse_null), so the document does not offer it.
+    status: Annotated[
+        StoredRunStatus | None,
+        WithJsonSchema({"type": "string", "enum": ["running", "finished", "failed"]}),
+    ] = Field(default=None, description='"running" reopens a finished or failed run')
+    metadata: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})] = Field(
         default=None, description="Replaces the stored metadata as a whole"
     )
 

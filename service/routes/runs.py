@@ -24,6 +24,7 @@ from service.schemas import (
     LrAnswer,
     LrChange,
     LrSuggestion,
+    QueryInteger,
     Rewind,
     Run,
     RunCreate,
@@ -102,7 +103,7 @@ def list_runs(
     status: RunStatus | None = None,
     prefix: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[
-        int | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
+        QueryInteger | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
     ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
@@ -175,7 +176,7 @@ async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSON
 async def get_lr(
     run_id: RunId,
     request: Request,
-    step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
+    step: Annotated[QueryInteger | None, Query(ge=0, le=MAX_STEP)] = None,
 ) -> JSONResponse:
     """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
     return JSONResponse(await steps.current_lr(request.app.state.database, run_id, step))
