@@ -18,6 +18,7 @@ hyperparameters are scalars or short tuples, so no deployment needs more room.
 """
 
 import json
+import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ MAX_PARAM_GROUP_STRING_LENGTH = 128
 MAX_PARAM_GROUP_LIST_LENGTH = 16
 
 LIMIT_EXCEEDED = "limit_exceeded"
+NUL_CHARACTER = "nul_character"
+# PostgreSQL's text and jsonb cannot hold U+0000, where SQLite can: it is refused on both,
+# so a request gets the same answer on either backend instead of a 500 on one. In JSON as
+# ``json.dumps`` writes it, NUL is the escape ``\u0000`` after an even run of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,28 @@ DEFAULT_PAYLOAD_LIMITS = PayloadLimits()
 current_payload_limits: ContextVar[PayloadLimits] = ContextVar(
     "lrkeeper_payload_limits", default=DEFAULT_PAYLOAD_LIMITS
 )
+
+
+def _nul_refused() -> PydanticCustomError:
+    return PydanticCustomError(
+        NUL_CHARACTER, "text may not contain the NUL character (U+0000): PostgreSQL cannot store it"
+    )
+
+
+def check_text(value: object) -> object:
+    """A string field that is stored: no NUL character."""
+    if isinstance(value, str) and "\x00" in value:
+        raise _nul_refused()
+    return value
+
+
+def check_json_text(value: object) -> object:
+    """A JSON value that is stored as it came (a scheduler config): no NUL in any string."""
+    if isinstance(value, dict | list) and _ESCAPED_NUL.search(
+        json.dumps(value, ensure_ascii=False)
+    ):
+        raise _nul_refused()
+    return value
 
 
 def _exceeded(limit: str, maximum: int, message: str) -> PydanticCustomError:
@@ -77,6 +105,8 @@ def check_metrics(metrics: object) -> object:
             f"(LRKEEPER_MAX_METRICS), got {len(metrics)}",
         )
     for name in metrics:
+        if isinstance(name, str) and "\x00" in name:
+            _refuse_at([name], _nul_refused(), name)
         if isinstance(name, str) and len(name) > limits.max_metric_name_length:
             error = _exceeded(
                 "max_metric_name_length",
@@ -94,7 +124,10 @@ def check_metadata(metadata: object) -> object:
         return metadata
     limits = current_payload_limits.get()
     # The body limit bounds this walk; it is the same measure as the stored column's.
-    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    stored = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    if _ESCAPED_NUL.search(stored):
+        raise _nul_refused()
+    size = len(stored.encode())
     if size > limits.max_metadata_bytes:
         raise _exceeded(
             "max_metadata_bytes",
@@ -169,6 +202,8 @@ def _param_value_problem(value: object) -> PydanticCustomError | None:
             "param_group_nesting",
             "a param group value is a number, a bool, null, a short string or a short list",
         )
+    if isinstance(value, str) and "\x00" in value:
+        return _nul_refused()
     if isinstance(value, str) and len(value) > MAX_PARAM_GROUP_STRING_LENGTH:
         return _exceeded(
             "max_param_group_string_length",

@@ -23,7 +23,13 @@ from pydantic import (
     field_validator,
 )
 
-from service.limits import check_metadata, check_metrics, check_param_groups
+from service.limits import (
+    check_json_text,
+    check_metadata,
+    check_metrics,
+    check_param_groups,
+    check_text,
+)
 from service.schedules.codec import decode_float
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
@@ -141,6 +147,9 @@ class SchedulerConfig(BaseModel):
         description="The metric a metric-driven type reads (ReduceLROnPlateau, LRRangeTest)",
     )
 
+    _storable_text = field_validator("type", "monitor", mode="before")(check_text)
+    _storable_params = field_validator("params", mode="before")(check_json_text)
+
     def as_config(self) -> dict[str, Any]:
         """The config as the client spelled it: only the keys it sent."""
         return self.model_dump(exclude_unset=True)
@@ -185,11 +194,14 @@ class StepReport(_RequestBody):
     worker: str | None = Field(default=None, max_length=256)
 
     _bounded_metrics = field_validator("metrics", mode="before")(check_metrics)
+    _storable_worker = field_validator("worker", mode="before")(check_text)
 
 
 class LrChange(_RequestBody):
     lr: list[LearningRate] = Field(min_length=1, description="One value per param group")
     reason: str | None = Field(default=None, max_length=1000)
+
+    _storable_reason = field_validator("reason", mode="before")(check_text)
 
 
 class Rewind(_RequestBody):
