@@ -40,6 +40,8 @@ from service.problems import PROBLEM_MEDIA_TYPE
 from service.schedules.registry import CHILDREN_FIELD, SCHEDULER_TYPES
 
 SCHEMAS_REF = "#/components/schemas/"
+# Stored text holds no NUL (service.limits.check_text: PostgreSQL cannot store it).
+STORABLE_TEXT = r"^[^\x00]*$"
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -113,7 +115,7 @@ _SCALAR_PARAM_VALUE: list[dict[str, Any]] = [
     {"type": "number"},
     {"type": "boolean"},
     {"type": "null"},
-    {"type": "string", "maxLength": MAX_PARAM_GROUP_STRING_LENGTH},
+    {"type": "string", "maxLength": MAX_PARAM_GROUP_STRING_LENGTH, "pattern": STORABLE_TEXT},
 ]
 
 
@@ -143,6 +145,7 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     schemas["ProblemFieldError"] = PROBLEM_FIELD_ERROR_SCHEMA
     schemas.update(scheduler_config_schemas())
     _tighten_param_groups(schemas, max_param_groups=settings.max_param_groups)
+    _storable_text_only(schemas, max_metric_name_length=settings.max_metric_name_length)
     paging_limits = {
         "list_runs": settings.max_list_limit,
         "get_history": settings.max_history_limit,
@@ -222,7 +225,7 @@ def param_group_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["lr"],
         "maxProperties": MAX_PARAM_GROUP_KEYS,
-        "propertyNames": {"maxLength": MAX_PARAM_GROUP_KEY_LENGTH},
+        "propertyNames": {"maxLength": MAX_PARAM_GROUP_KEY_LENGTH, "pattern": STORABLE_TEXT},
         "properties": {
             "lr": {"type": "number", "minimum": 0},
             "momentum": number,
@@ -249,6 +252,21 @@ def _tighten_param_groups(schemas: dict[str, Any], *, max_param_groups: int) -> 
         groups = schemas[name]["properties"]["param_groups"]
         groups["items"] = {"$ref": SCHEMAS_REF + "ParamGroup"}
         groups["maxItems"] = max_param_groups
+
+
+def _storable_text_only(schemas: dict[str, Any], *, max_metric_name_length: int) -> None:
+    """Every string field the service stores, declared without NUL.
+
+    Metadata stays a free-form object: saying "no NUL at any depth" takes a recursive
+    union, which openapi-python-client cannot generate (it drops the operations).
+    """
+    step_report = schemas["StepReport"]["properties"]
+    step_report["metrics"]["propertyNames"] = {
+        "pattern": STORABLE_TEXT,
+        "maxLength": max_metric_name_length,
+    }
+    for model, field in (("StepReport", "worker"), ("LrChange", "reason")):
+        schemas[model]["properties"][field]["anyOf"][0]["pattern"] = STORABLE_TEXT
 
 
 def scheduler_config_schemas() -> dict[str, dict[str, Any]]:
@@ -320,6 +338,7 @@ def _variant_schema(type_name: str, scheduler_class: type) -> dict[str, Any]:
         variant["properties"]["monitor"] = {
             "type": "string",
             "minLength": 1,
+            "pattern": STORABLE_TEXT,
             "description": f"default {scheduler_class.default_monitor!r}",  # type: ignore[attr-defined]
         }
     return variant
@@ -329,7 +348,7 @@ _SCALARS: dict[Any, Callable[[], dict[str, Any]]] = {
     bool: lambda: {"type": "boolean"},
     int: lambda: {"type": "integer"},
     float: lambda: {"type": "number"},
-    str: lambda: {"type": "string"},
+    str: lambda: {"type": "string", "pattern": STORABLE_TEXT},
     type(None): lambda: {"type": "null"},
     dict: lambda: {"type": "object"},
 }
@@ -345,5 +364,5 @@ def _annotation_schema(hint: Any) -> dict[str, Any]:
     if origin is list:
         return {"type": "array", "items": _annotation_schema(typing.get_args(hint)[0])}
     if origin is dict:
-        return {"type": "object"}
+        return _SCALARS[dict]()
     return _SCALARS[hint]()
