@@ -35,6 +35,8 @@ MAX_PARAM_GROUP_LIST_LENGTH = 16
 
 LIMIT_EXCEEDED = "limit_exceeded"
 NUL_CHARACTER = "nul_character"
+# The same rule for a query string the service compares in SQL (a run id prefix).
+NO_NUL_PATTERN = r"^[^\x00]*$"
 # PostgreSQL's text and jsonb cannot hold U+0000, where SQLite can: it is refused on both,
 # so a request gets the same answer on either backend instead of a 500 on one. In JSON as
 # ``json.dumps`` writes it, NUL is the escape ``\u0000`` after an even run of backslashes.
@@ -165,6 +167,8 @@ def _check_param_group(index: int, group: dict[str, Any]) -> None:
         )
         _refuse_at([index], error, len(group))
     for key, value in group.items():
+        if "\x00" in key:
+            _refuse_at([index, key], _nul_refused(), key)
         if len(key) > MAX_PARAM_GROUP_KEY_LENGTH:
             error = _exceeded(
                 "max_param_group_key_length",

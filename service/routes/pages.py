@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from service.db import Database
+from service.limits import NO_NUL_PATTERN
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
 from service.runs import catalog
@@ -65,7 +66,7 @@ def runs_page(
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
-    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)] = None,
     cursor: str | None = None,
 ) -> HTMLResponse:
     """The runs, newest last, a page at a time, filterable by status and id prefix."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from service.limits import NO_NUL_PATTERN
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.runs import catalog, changes, steps
@@ -101,7 +102,7 @@ def list_runs(
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
-    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)] = None,
     limit: Annotated[
         QueryInteger | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
     ] = None,

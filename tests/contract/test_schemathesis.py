@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ACCESS_TOKENS, BACKENDS, Backend, ReliabilityLog, ServerFactory
@@ -70,14 +71,36 @@ def test_schemathesis_finds_no_failure_on_any_operation(
     operations = outcome["operations"]["tested"]
     cases = outcome["test_cases"]["generated"]
     failures = outcome["test_cases"]["unique_failures"]
-    print(f"schemathesis ({backend}): {operations} operations, {cases} cases, {failures} failures")
+    runs = count_runs(server.base_url)
+    print(
+        f"schemathesis ({backend}): {operations} operations, {cases} cases, "
+        f"{runs} runs created, {failures} failures"
+    )
     reliability.record(
-        f"schemathesis ({backend})", operations=operations, cases=cases, failures=failures
+        f"schemathesis ({backend})",
+        operations=operations,
+        cases=cases,
+        runs_created=runs,
+        failures=failures,
     )
     assert outcome["errors"] == [], outcome["output"]
     assert outcome["failures"] == [], outcome["output"]
     assert operations == outcome["operations"]["selected"] > 0
     assert all(status != "skipped" for status in _phase_statuses(outcome)), outcome["phases"]
+
+
+def count_runs(base_url: str) -> int:
+    """How many runs the fuzzer's requests created: how far past refusals it got."""
+    headers = {"Authorization": f"Bearer {ACCESS_TOKENS.read}"}
+    count, cursor = 0, None
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        while True:
+            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/v1/runs", params=params).json()
+            count += len(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return count
 
 
 def _phase_statuses(outcome: dict[str, Any]) -> list[str]:

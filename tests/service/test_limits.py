@@ -395,3 +395,18 @@ def test_a_nul_character_in_a_scheduler_config_is_a_422(client: httpx.Client) ->
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["body", "scheduler", "params"]
+
+
+def test_a_nul_character_in_a_param_group_key_is_a_422_naming_it(client: httpx.Client) -> None:
+    response = client.put(
+        f"/v1/runs/limits-{uuid.uuid4().hex[:12]}",
+        json={"scheduler": STEP_LR, "param_groups": [{"lr": 1.0, "na\x00me": 1}]},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "param_groups", 0, "na\x00me"]
+
+
+def test_a_nul_character_in_a_run_id_prefix_is_a_422_not_a_500(client: httpx.Client) -> None:
+    response = client.get("/v1/runs", params={"prefix": "limits-\x00"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "prefix"]
