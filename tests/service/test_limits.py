@@ -5,6 +5,7 @@ is still sending; a body within it that holds too much is a 422 naming the field
 and the limit. Every refusal leaves the runs as they were.
 """
 
+import json
 import socket
 import threading
 import uuid
@@ -410,3 +411,43 @@ def test_a_nul_character_in_a_run_id_prefix_is_a_422_not_a_500(client: httpx.Cli
     response = client.get("/v1/runs", params={"prefix": "limits-\x00"})
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["query", "prefix"]
+
+
+def ascii_json(body: dict[str, Any]) -> bytes:
+    """JSON with every non-ASCII character escaped: how a lone surrogate travels."""
+    return json.dumps(body, ensure_ascii=True).encode()
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "group", "loc"),
+    [
+        (STEP_LR, {"lr": 1.0, "name": "\ud800"}, ["body", "param_groups", 0, "name"]),
+        (
+            {"type": "ReduceLROnPlateau", "params": {}, "monitor": "\udc00"},
+            {"lr": 1.0},
+            ["body", "scheduler", "monitor"],
+        ),
+    ],
+)
+def test_an_unpaired_surrogate_in_stored_text_is_a_422_not_a_500(
+    client: httpx.Client, scheduler: dict[str, Any], group: dict[str, Any], loc: list[Any]
+) -> None:
+    # JSON may spell half a surrogate pair ("\ud800"); no database driver can encode it.
+    response = client.put(
+        f"/v1/runs/limits-{uuid.uuid4().hex[:12]}",
+        content=ascii_json({"scheduler": scheduler, "param_groups": [group]}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+def test_an_unpaired_surrogate_in_a_metric_name_is_a_422(client: httpx.Client) -> None:
+    run_id = new_run(client)
+    response = client.post(
+        f"/v1/runs/{run_id}/steps",
+        content=ascii_json({"step": 1, "metrics": {"\ud800": 1}}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert_step_unchanged(client, run_id)
