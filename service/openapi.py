@@ -40,6 +40,10 @@ from service.problems import PROBLEM_MEDIA_TYPE
 from service.schedules.registry import CHILDREN_FIELD, SCHEDULER_TYPES
 
 SCHEMAS_REF = "#/components/schemas/"
+# The parameters that hold expressions of ``epoch`` (service.schedules.expressions): a
+# blank one is always refused, so the document asks for a non-blank, NUL-free string.
+EXPRESSION_FIELDS = ("lr_lambda", "scale_fn")
+EXPRESSION_TEXT = r"^[^\x00]*[^\x00\s][^\x00]*$"
 # Stored text holds no NUL (service.limits.check_text: PostgreSQL cannot store it).
 STORABLE_TEXT = r"^[^\x00]*$"
 
@@ -316,6 +320,10 @@ def _variant_schema(type_name: str, scheduler_class: type) -> dict[str, Any]:
                 "minItems": 1,
                 "items": {"$ref": SCHEMAS_REF + "ChildSchedulerConfig"},
             }
+        elif field.name in EXPRESSION_FIELDS:
+            properties[field.name] = _with_string_pattern(
+                _annotation_schema(hints[field.name]), EXPRESSION_TEXT
+            )
         else:
             properties[field.name] = _annotation_schema(hints[field.name])
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
@@ -342,6 +350,17 @@ def _variant_schema(type_name: str, scheduler_class: type) -> dict[str, Any]:
             "description": f"default {scheduler_class.default_monitor!r}",  # type: ignore[attr-defined]
         }
     return variant
+
+
+def _with_string_pattern(schema: dict[str, Any], pattern: str) -> dict[str, Any]:
+    """``schema`` with ``pattern`` on every string it allows, through unions and lists."""
+    if schema.get("type") == "string":
+        return {**schema, "pattern": pattern}
+    if "anyOf" in schema:
+        return {"anyOf": [_with_string_pattern(option, pattern) for option in schema["anyOf"]]}
+    if schema.get("type") == "array":
+        return {**schema, "items": _with_string_pattern(schema["items"], pattern)}
+    return schema
 
 
 _SCALARS: dict[Any, Callable[[], dict[str, Any]]] = {
