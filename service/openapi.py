@@ -12,7 +12,11 @@ here, once, when the document is first asked for (never on a request's path):
 - request bodies as strict as the engine: the scheduler config as one variant per
   type in ``service.schedules.registry``, discriminated on ``type``, with torch's
   parameters; param groups as ``service.limits`` bounds them; paging ``limit``s
-  between 1 and the app's settings.
+  between 1 and the app's settings; stored strings without NUL, expressions
+  non-blank.
+
+The 405 for a method a path lacks is not an operation's answer, so it is not
+declared; its ``Allow`` names every method of the path (service.routing).
 
 HEAD operations are left out: HEAD is answered wherever GET is (service.routing),
 and a second operation per path would only add duplicate names to a client.
