@@ -48,6 +48,24 @@ SCHEMAS_REF = "#/components/schemas/"
 # blank one is always refused, so the document asks for a non-blank, NUL-free string.
 EXPRESSION_FIELDS = ("lr_lambda", "scale_fn")
 EXPRESSION_TEXT = r"^[^\x00]*[^\x00\s][^\x00]*$"
+# Ranges and choices the engine refuses outside of, as torch does (tests/contract
+# proves each bound refused): without them, most configs a fuzzer draws are refused and
+# it never gets as far as a run.
+ENGINE_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ConstantLR", "factor"): {"exclusiveMinimum": 0, "maximum": 1},
+    ("LinearLR", "start_factor"): {"exclusiveMinimum": 0, "maximum": 1},
+    ("LinearLR", "end_factor"): {"minimum": 0, "maximum": 1},
+    ("CosineAnnealingWarmRestarts", "T_0"): {"minimum": 1},
+    ("CosineAnnealingWarmRestarts", "T_mult"): {"minimum": 1},
+    ("OneCycleLR", "pct_start"): {"minimum": 0, "maximum": 1},
+    ("OneCycleLR", "anneal_strategy"): {"enum": ["cos", "linear"]},
+    ("ReduceLROnPlateau", "factor"): {"exclusiveMaximum": 1},
+    ("ReduceLROnPlateau", "mode"): {"enum": ["min", "max"]},
+    ("ReduceLROnPlateau", "threshold_mode"): {"enum": ["rel", "abs"]},
+    ("LRRangeTest", "start_lr"): {"exclusiveMinimum": 0},
+    ("LRRangeTest", "num_steps"): {"minimum": 1},
+    ("LRRangeTest", "mode"): {"enum": ["exp", "linear"]},
+}
 # Stored text holds no NUL (service.limits.check_text: PostgreSQL cannot store it).
 STORABLE_TEXT = r"^[^\x00]*$"
 
@@ -330,6 +348,7 @@ def _variant_schema(type_name: str, scheduler_class: type) -> dict[str, Any]:
             )
         else:
             properties[field.name] = _annotation_schema(hints[field.name])
+        properties[field.name].update(ENGINE_BOUNDS.get((type_name, field.name), {}))
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             required.append(field.name)
     params: dict[str, Any] = {

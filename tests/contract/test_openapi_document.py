@@ -6,8 +6,10 @@ import pytest
 
 from service.config import Settings
 from service.main import create_app
+from service.openapi import ENGINE_BOUNDS
 from service.problems import PROBLEM_MEDIA_TYPE
-from service.schedules.registry import SCHEDULER_TYPES
+from service.schedules.errors import InvalidConfig
+from service.schedules.registry import SCHEDULER_TYPES, build
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -110,3 +112,35 @@ def test_requests_are_as_strict_as_the_server(document: dict[str, Any]) -> None:
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 250)
     status = next(parameter for parameter in list_runs if parameter["name"] == "status")
     assert "stale" in str(status["schema"])
+
+
+# Required parameters of the types whose bounds are declared; the rest need none.
+VALID_PARAMS: dict[str, dict[str, Any]] = {
+    "CosineAnnealingWarmRestarts": {"T_0": 1},
+    "OneCycleLR": {"max_lr": 0.1, "total_steps": 10},
+    "LRRangeTest": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": 10},
+}
+
+
+def just_outside(bound: dict[str, Any]) -> Any:
+    """A value the bound excludes, as close to it as the engine can tell apart."""
+    if "enum" in bound:
+        return "not-a-choice"
+    if "exclusiveMinimum" in bound:
+        return bound["exclusiveMinimum"]
+    if "exclusiveMaximum" in bound:
+        return bound["exclusiveMaximum"]
+    if "maximum" in bound:
+        return bound["maximum"] + 0.5
+    return bound["minimum"] - 1
+
+
+@pytest.mark.parametrize(("type_name", "parameter"), sorted(ENGINE_BOUNDS))
+def test_each_declared_bound_is_one_the_engine_enforces(type_name: str, parameter: str) -> None:
+    # A bound the engine does not enforce would make the document stricter than the server.
+    params = VALID_PARAMS.get(type_name, {})
+    build({"type": type_name, "params": params}, [{"lr": 0.1, "momentum": 0.9}])
+    outside = {**params, parameter: just_outside(ENGINE_BOUNDS[type_name, parameter])}
+    with pytest.raises(InvalidConfig) as refusal:
+        build({"type": type_name, "params": outside}, [{"lr": 0.1, "momentum": 0.9}])
+    assert refusal.value.loc == ("scheduler", "params", parameter)
