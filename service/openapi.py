@@ -58,6 +58,7 @@ ENGINE_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
     ("CosineAnnealingWarmRestarts", "T_0"): {"minimum": 1},
     ("CosineAnnealingWarmRestarts", "T_mult"): {"minimum": 1},
     ("OneCycleLR", "pct_start"): {"minimum": 0, "maximum": 1},
+    ("OneCycleLR", "total_steps"): {"minimum": 1},
     ("OneCycleLR", "anneal_strategy"): {"enum": ["cos", "linear"]},
     ("ReduceLROnPlateau", "factor"): {"exclusiveMaximum": 1},
     ("ReduceLROnPlateau", "mode"): {"enum": ["min", "max"]},
