@@ -6,8 +6,8 @@ import pytest
 
 from service.config import Settings
 from service.main import create_app
-from service.openapi import ENGINE_BOUNDS
 from service.problems import PROBLEM_MEDIA_TYPE
+from service.request_schemas import ENGINE_BOUNDS
 from service.schedules.errors import InvalidConfig
 from service.schedules.registry import SCHEDULER_TYPES, build
 
