@@ -18,6 +18,7 @@ hyperparameters are scalars or short tuples, so no deployment needs more room.
 """
 
 import json
+import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ MAX_PARAM_GROUP_LIST_LENGTH = 16
 MAX_JSON_DEPTH_CEILING = 256
 
 LIMIT_EXCEEDED = "limit_exceeded"
+UNSTORABLE_TEXT = "unstorable_text"
+# PostgreSQL's text and jsonb cannot hold U+0000, where SQLite can; neither driver can
+# encode an unpaired surrogate (JSON's "\ud800" escape) to UTF-8. Such text is refused on
+# both backends, so a request gets the same 422 on either instead of a 500.
+# The NUL rule for a query string the service compares in SQL (a run id prefix):
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# In JSON as ``json.dumps`` writes it, NUL is ``\u0000`` after an even run of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,50 @@ DEFAULT_PAYLOAD_LIMITS = PayloadLimits()
 current_payload_limits: ContextVar[PayloadLimits] = ContextVar(
     "lrkeeper_payload_limits", default=DEFAULT_PAYLOAD_LIMITS
 )
+
+
+def _unstorable() -> PydanticCustomError:
+    return PydanticCustomError(
+        UNSTORABLE_TEXT,
+        "text may not hold the NUL character (U+0000) or an unpaired surrogate: "
+        "the database cannot store it",
+    )
+
+
+def _encodes(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_storable(text: str) -> bool:
+    """Text either database stores as it is: no NUL, valid UTF-8 once encoded."""
+    return "\x00" not in text and _encodes(text)
+
+
+def _is_storable_json(serialized: str) -> bool:
+    """``serialized`` is ``json.dumps(..., ensure_ascii=False)`` of what is stored."""
+    return _ESCAPED_NUL.search(serialized) is None and _encodes(serialized)
+
+
+def check_text(value: object) -> object:
+    """A string field that is stored."""
+    if isinstance(value, str) and not is_storable(value):
+        raise _unstorable()
+    return value
+
+
+def check_json_text(value: object) -> object:
+    """A JSON value that is stored as it came (a scheduler's params): every string storable."""
+    if isinstance(value, dict | list) and not _is_storable_json(
+        json.dumps(value, ensure_ascii=False)
+    ):
+        raise _unstorable()
+    return value
 
 
 def _exceeded(limit: str, maximum: int, message: str) -> PydanticCustomError:
@@ -83,6 +136,8 @@ def check_metrics(metrics: object) -> object:
             f"(LRKEEPER_MAX_METRICS), got {len(metrics)}",
         )
     for name in metrics:
+        if isinstance(name, str) and not is_storable(name):
+            _refuse_at([name], _unstorable(), name)
         if isinstance(name, str) and len(name) > limits.max_metric_name_length:
             error = _exceeded(
                 "max_metric_name_length",
@@ -100,7 +155,10 @@ def check_metadata(metadata: object) -> object:
         return metadata
     limits = current_payload_limits.get()
     # The body limit bounds this walk; it is the same measure as the stored column's.
-    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    stored = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    if not _is_storable_json(stored):
+        raise _unstorable()
+    size = len(stored.encode())
     if size > limits.max_metadata_bytes:
         raise _exceeded(
             "max_metadata_bytes",
@@ -138,6 +196,8 @@ def _check_param_group(index: int, group: dict[str, Any]) -> None:
         )
         _refuse_at([index], error, len(group))
     for key, value in group.items():
+        if not is_storable(key):
+            _refuse_at([index, key], _unstorable(), key)
         if len(key) > MAX_PARAM_GROUP_KEY_LENGTH:
             error = _exceeded(
                 "max_param_group_key_length",
@@ -175,6 +235,8 @@ def _param_value_problem(value: object) -> PydanticCustomError | None:
             "param_group_nesting",
             "a param group value is a number, a bool, null, a short string or a short list",
         )
+    if isinstance(value, str) and not is_storable(value):
+        return _unstorable()
     if isinstance(value, str) and len(value) > MAX_PARAM_GROUP_STRING_LENGTH:
         return _exceeded(
             "max_param_group_string_length",

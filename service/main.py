@@ -17,8 +17,10 @@ from service.config import Settings
 from service.db import open_database, with_hot_path_pool
 from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
+from service.openapi import install_openapi
 from service.problems import install_problem_handlers
 from service.routes import health, history, login, pages, runs, schedulers
+from service.routing import answer_head_where_get
 from service.runs.steps import RecordedSteps
 
 
@@ -84,4 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # nothing here uses it. The hot routes (service.routes.runs) are matched second.
     for routes in (health, runs, history, schedulers, pages, login):
         app.router.routes.extend(routes.router.routes)
+    answer_head_where_get(app.router.routes)
+    install_openapi(app, settings)
     return app

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from service.limits import LIMIT_EXCEEDED
+from service.routing import allowed_methods
 from service.schedules.codec import encode_floats
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -120,6 +121,13 @@ class ScheduleFailed(Problem):
 
 class RunNotRunning(Problem):
     status, slug, title = 409, "run-not-running", "The run is not running"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        # The run's status travels as ``run_status``: under ``status`` it overwrote the
+        # problem's own (RFC 9457: the HTTP status code, an integer).
+        if "status" in extensions:
+            extensions["run_status"] = extensions.pop("status")
+        super().__init__(detail, **extensions)
 
 
 class NotEnoughData(Problem):
@@ -255,6 +263,9 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
         detail = "no such resource"
     elif exc.status_code == 405:
         detail = f"this resource does not support {request.method}"
+        # Starlette's Allow names the first matching route's methods only.
+        allow = allowed_methods(request.app.router.routes, request.scope)
+        return http_exception_response(405, detail, {**(exc.headers or {}), "Allow": allow})
     return http_exception_response(exc.status_code, detail, exc.headers)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -22,7 +23,13 @@ from pydantic import (
     field_validator,
 )
 
-from service.limits import check_metadata, check_metrics, check_param_groups
+from service.limits import (
+    check_json_text,
+    check_metadata,
+    check_metrics,
+    check_param_groups,
+    check_text,
+)
 from service.schedules.codec import decode_float
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
@@ -79,6 +86,32 @@ MetricValue = Annotated[
     float, PlainValidator(_metric_value), WithJsonSchema(_NUMBER_OR_NON_FINITE_SCHEMA)
 ]
 LearningRate = Annotated[float, PlainValidator(_finite_lr), WithJsonSchema({"type": "number"})]
+
+
+def _decimal_digits(value: object) -> object:
+    """A query integer spelled as the document says one is: digits, not ``+0.0`` or ``1e3``.
+
+    pydantic's lax mode reads ``"+0.0"`` as 0; a client generated from the document
+    never sends that, and a fuzzer checks that the server refuses what the schema does.
+    """
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("expected an integer written in decimal digits")
+    return value
+
+
+def _true_or_false(value: object) -> object:
+    """A query boolean is ``true`` or ``false``, as JSON spells them (not ``on``, ``1``, ``y``)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value
+
+
+QueryInteger = Annotated[int, BeforeValidator(_decimal_digits)]
+QueryBoolean = Annotated[bool, BeforeValidator(_true_or_false)]
+
+# The service writes timestamps as ISO 8601 with an offset (RFC 3339); a generated client
+# parses them into datetimes when the document says so.
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 # A float in an answer: a JSON number, or a non-finite one spelled as a string.
 FloatValue = float | Literal["NaN", "Infinity", "-Infinity"]
 
@@ -116,6 +149,9 @@ class SchedulerConfig(BaseModel):
         description="The metric a metric-driven type reads (ReduceLROnPlateau, LRRangeTest)",
     )
 
+    _storable_text = field_validator("type", "monitor", mode="before")(check_text)
+    _storable_params = field_validator("params", mode="before")(check_json_text)
+
     def as_config(self) -> dict[str, Any]:
         """The config as the client spelled it: only the keys it sent."""
         return self.model_dump(exclude_unset=True)
@@ -141,10 +177,12 @@ class RunCreate(_RequestBody):
 
 
 class RunPatch(_RequestBody):
-    status: StoredRunStatus | None = Field(
-        default=None, description='"running" reopens a finished or failed run'
-    )
-    metadata: dict[str, Any] | None = Field(
+    # Null is refused (_refuse_null), so the document does not offer it.
+    status: Annotated[
+        StoredRunStatus | None,
+        WithJsonSchema({"type": "string", "enum": ["running", "finished", "failed"]}),
+    ] = Field(default=None, description='"running" reopens a finished or failed run')
+    metadata: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})] = Field(
         default=None, description="Replaces the stored metadata as a whole"
     )
 
@@ -158,11 +196,14 @@ class StepReport(_RequestBody):
     worker: str | None = Field(default=None, max_length=256)
 
     _bounded_metrics = field_validator("metrics", mode="before")(check_metrics)
+    _storable_worker = field_validator("worker", mode="before")(check_text)
 
 
 class LrChange(_RequestBody):
     lr: list[LearningRate] = Field(min_length=1, description="One value per param group")
     reason: str | None = Field(default=None, max_length=1000)
+
+    _storable_reason = field_validator("reason", mode="before")(check_text)
 
 
 class Rewind(_RequestBody):
@@ -195,8 +236,8 @@ class Run(BaseModel):
     param_groups: list[ParamGroup]
     state: dict[str, Any] = Field(description="The scheduler's internals after the current step")
     metadata: dict[str, Any]
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class RunPage(BaseModel):
@@ -232,7 +273,7 @@ class HistoryItem(BaseModel):
     momentum: list[FloatValue] | None = None
     metrics: dict[str, FloatValue]
     worker: str | None
-    recorded_at: str
+    recorded_at: Timestamp
     superseded: bool
 
 
@@ -245,7 +286,7 @@ class EventItem(BaseModel):
     step: int
     kind: str
     detail: dict[str, Any]
-    recorded_at: str
+    recorded_at: Timestamp
 
 
 class EventPage(BaseModel):

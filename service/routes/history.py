@@ -11,7 +11,7 @@ from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
 from service.runs import history as run_history
-from service.schemas import MAX_STEP, EventPage, HistoryPage
+from service.schemas import MAX_STEP, EventPage, HistoryPage, QueryBoolean, QueryInteger
 
 router = APIRouter(prefix="/v1", tags=["history"])
 
@@ -49,16 +49,16 @@ def get_history(
     database: DatabaseDependency,
     settings: SettingsDependency,
     start: Annotated[
-        int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")
+        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")
     ] = None,
     end: Annotated[
-        int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")
+        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")
     ] = None,
-    limit: Annotated[int | None, Query(description="1 to 10000; default 1000")] = None,
+    limit: Annotated[QueryInteger | None, Query(description="1 to 10000; default 1000")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    every: Annotated[int, Query(ge=1, le=MAX_STEP, description="keep multiples of N")] = 1,
+    every: Annotated[QueryInteger, Query(ge=1, le=MAX_STEP, description="keep multiples of N")] = 1,
     include_superseded: Annotated[
-        bool, Query(description="add the rows a rewind superseded")
+        QueryBoolean, Query(description="add the rows a rewind superseded")
     ] = False,
     format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Response:
@@ -131,7 +131,7 @@ def get_events(
     run_id: RunId,
     database: DatabaseDependency,
     settings: SettingsDependency,
-    limit: Annotated[int | None, Query(description="1 to 10000; default 1000")] = None,
+    limit: Annotated[QueryInteger | None, Query(description="1 to 10000; default 1000")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
     """Plateau reductions, warm restarts, lr edits, rewinds, range-test stops, in order."""

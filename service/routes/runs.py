@@ -26,6 +26,7 @@ from service.schemas import (
     LrAnswer,
     LrChange,
     LrSuggestion,
+    QueryInteger,
     Rewind,
     Run,
     RunCreate,
@@ -104,7 +105,7 @@ def list_runs(
     status: RunStatus | None = None,
     prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     limit: Annotated[
-        int | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
+        QueryInteger | None, Query(description="1 to 1000 (LRKEEPER_MAX_LIST_LIMIT); default 100")
     ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
@@ -125,7 +126,7 @@ def list_runs(
     "/runs/{run_id}",
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def patch_run(
+def update_run(
     run_id: RunId, body: RunPatch, database: DatabaseDependency, settings: SettingsDependency
 ) -> JSONResponse:
     """Change the status and/or replace the metadata; the schedule never changes here.
@@ -177,7 +178,7 @@ async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSON
 async def get_lr(
     run_id: RunId,
     request: Request,
-    step: Annotated[int | None, Query(ge=0, le=MAX_STEP)] = None,
+    step: Annotated[QueryInteger | None, Query(ge=0, le=MAX_STEP)] = None,
 ) -> JSONResponse:
     """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
     return JSONResponse(await steps.current_lr(request.app.state.database, run_id, step))
@@ -198,7 +199,7 @@ def set_lr(
     "/runs/{run_id}/rewind",
     responses={200: {"model": Run}, **NOT_FOUND, **INVALID},
 )
-def rewind(
+def rewind_run(
     run_id: RunId, body: Rewind, database: DatabaseDependency, settings: SettingsDependency
 ) -> JSONResponse:
     """Back to the state after step K; the later history stays, marked superseded."""
@@ -216,6 +217,6 @@ def rewind(
         422: _problem(422, "The run is not an LRRangeTest"),
     },
 )
-def lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
+def get_lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
     """An LRRangeTest run's suggested lr, from its smoothed loss curve."""
     return JSONResponse(run_history.lr_suggestion(database, run_id))

@@ -36,6 +36,6 @@ def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
     "/scheduler-types",
     responses={200: {"model": SchedulerTypes}},
 )
-def scheduler_types() -> JSONResponse:
+def list_scheduler_types() -> JSONResponse:
     """Every scheduler type with its parameters, their types and defaults."""
     return JSONResponse(engine_only.scheduler_types())

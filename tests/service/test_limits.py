@@ -5,6 +5,7 @@ is still sending; a body within it that holds too much is a 422 naming the field
 and the limit. Every refusal leaves the runs as they were.
 """
 
+import json
 import socket
 import threading
 import uuid
@@ -365,3 +366,88 @@ def test_the_limits_are_read_from_the_settings_and_checked_before_the_items(
 def test_the_settings_defaults_are_the_payload_limits_defaults() -> None:
     """The defaults are written in service.limits and read by Settings; the two must agree."""
     assert Settings().payload_limits() == PayloadLimits()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "loc"),
+    [
+        ("PATCH", "", {"metadata": {"note": ["a\x00b"]}}, ["body", "metadata"]),
+        ("POST", "/steps", {"step": 1, "worker": "rank\x000"}, ["body", "worker"]),
+        ("POST", "/steps", {"step": 1, "metrics": {"lo\x00ss": 1.0}}, ["body", "metrics"]),
+        ("POST", "/lr", {"lr": [0.1], "reason": "\x00"}, ["body", "reason"]),
+    ],
+)
+def test_a_nul_character_in_stored_text_is_a_422_on_every_backend_not_a_500(
+    client: httpx.Client, method: str, path: str, body: dict[str, Any], loc: list[str]
+) -> None:
+    # PostgreSQL's text and jsonb cannot store U+0000; schemathesis found the 500 it caused.
+    run_id = new_run(client)
+    response = client.request(method, f"/v1/runs/{run_id}{path}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][:2] == loc
+    assert_step_unchanged(client, run_id)
+
+
+def test_a_nul_character_in_a_scheduler_config_is_a_422(client: httpx.Client) -> None:
+    lambda_lr = {"type": "LambdaLR", "params": {"lr_lambda": "0.5\x00"}}
+    response = client.put(
+        f"/v1/runs/limits-{uuid.uuid4().hex[:12]}",
+        json={"scheduler": lambda_lr, "param_groups": [{"lr": 1.0, "name": "x"}]},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "scheduler", "params"]
+
+
+def test_a_nul_character_in_a_param_group_key_is_a_422_naming_it(client: httpx.Client) -> None:
+    response = client.put(
+        f"/v1/runs/limits-{uuid.uuid4().hex[:12]}",
+        json={"scheduler": STEP_LR, "param_groups": [{"lr": 1.0, "na\x00me": 1}]},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "param_groups", 0, "na\x00me"]
+
+
+def test_a_nul_character_in_a_run_id_prefix_is_a_422_not_a_500(client: httpx.Client) -> None:
+    response = client.get("/v1/runs", params={"prefix": "limits-\x00"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "prefix"]
+
+
+def ascii_json(body: dict[str, Any]) -> bytes:
+    """JSON with every non-ASCII character escaped: how a lone surrogate travels."""
+    return json.dumps(body, ensure_ascii=True).encode()
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "group", "loc"),
+    [
+        (STEP_LR, {"lr": 1.0, "name": "\ud800"}, ["body", "param_groups", 0, "name"]),
+        (
+            {"type": "ReduceLROnPlateau", "params": {}, "monitor": "\udc00"},
+            {"lr": 1.0},
+            ["body", "scheduler", "monitor"],
+        ),
+    ],
+)
+def test_an_unpaired_surrogate_in_stored_text_is_a_422_not_a_500(
+    client: httpx.Client, scheduler: dict[str, Any], group: dict[str, Any], loc: list[Any]
+) -> None:
+    # JSON may spell half a surrogate pair ("\ud800"); no database driver can encode it.
+    response = client.put(
+        f"/v1/runs/limits-{uuid.uuid4().hex[:12]}",
+        content=ascii_json({"scheduler": scheduler, "param_groups": [group]}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+def test_an_unpaired_surrogate_in_a_metric_name_is_a_422(client: httpx.Client) -> None:
+    run_id = new_run(client)
+    response = client.post(
+        f"/v1/runs/{run_id}/steps",
+        content=ascii_json({"step": 1, "metrics": {"\ud800": 1}}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert_step_unchanged(client, run_id)

@@ -77,7 +77,28 @@ def test_wrong_method_is_a_method_not_allowed_problem_naming_the_allowed_ones(
 ) -> None:
     response = client.delete("/healthz")
     assert_problem(response, 405, "method-not-allowed")
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("method", ["DELETE", "OPTIONS", "POST"])
+def test_allow_names_every_method_of_the_path_not_only_the_first_routes(
+    client: httpx.Client, method: str
+) -> None:
+    # PUT, GET and PATCH /v1/runs/{run_id} are three routes; Starlette stops at the first.
+    response = client.request(method, "/v1/runs/any-run")
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "GET, HEAD, PUT, PATCH"
+
+
+def test_head_is_answered_wherever_get_is_with_the_same_headers_and_no_body(
+    client: httpx.Client,
+) -> None:
+    got = client.get("/v1/scheduler-types")
+    head = client.head("/v1/scheduler-types")
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == got.headers["content-length"]
 
 
 def test_body_that_fastapi_cannot_parse_is_the_same_invalid_json_problem(
