@@ -18,7 +18,6 @@ hyperparameters are scalars or short tuples, so no deployment needs more room.
 """
 
 import json
-import re
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -39,13 +38,10 @@ MAX_JSON_DEPTH_CEILING = 256
 
 LIMIT_EXCEEDED = "limit_exceeded"
 UNSTORABLE_TEXT = "unstorable_text"
-# PostgreSQL's text and jsonb cannot hold U+0000, where SQLite can; neither driver can
-# encode an unpaired surrogate (JSON's "\ud800" escape) to UTF-8. Such text is refused on
-# both backends, so a request gets the same 422 on either instead of a 500.
-# The NUL rule for a query string the service compares in SQL (a run id prefix):
-NO_NUL_PATTERN = r"^[^\x00]*$"
-# In JSON as ``json.dumps`` writes it, NUL is ``\u0000`` after an even run of backslashes.
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# Neither driver can encode an unpaired surrogate (JSON's "\ud800" escape) to UTF-8, so
+# such text is refused on both backends: the same 422 on either instead of a 500. U+0000,
+# which PostgreSQL cannot store either, is refused earlier, in any string of any body, by
+# one search of the raw bytes (service.json_body), so it is not looked for again here.
 
 
 @dataclass(frozen=True)
@@ -69,8 +65,7 @@ current_payload_limits: ContextVar[PayloadLimits] = ContextVar(
 def _unstorable() -> PydanticCustomError:
     return PydanticCustomError(
         UNSTORABLE_TEXT,
-        "text may not hold the NUL character (U+0000) or an unpaired surrogate: "
-        "the database cannot store it",
+        "text may not hold an unpaired surrogate: the database cannot store it",
     )
 
 
@@ -85,13 +80,13 @@ def _encodes(text: str) -> bool:
 
 
 def is_storable(text: str) -> bool:
-    """Text either database stores as it is: no NUL, valid UTF-8 once encoded."""
-    return "\x00" not in text and _encodes(text)
+    """Text either database stores as it is: valid UTF-8 once encoded."""
+    return _encodes(text)
 
 
 def _is_storable_json(serialized: str) -> bool:
     """``serialized`` is ``json.dumps(..., ensure_ascii=False)`` of what is stored."""
-    return _ESCAPED_NUL.search(serialized) is None and _encodes(serialized)
+    return _encodes(serialized)
 
 
 def check_text(value: object) -> object:

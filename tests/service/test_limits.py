@@ -395,7 +395,7 @@ def test_a_nul_character_in_a_scheduler_config_is_a_422(client: httpx.Client) ->
         json={"scheduler": lambda_lr, "param_groups": [{"lr": 1.0, "name": "x"}]},
     )
     assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["loc"] == ["body", "scheduler", "params"]
+    assert response.json()["errors"][0]["loc"] == ["body", "scheduler", "params", "lr_lambda"]
 
 
 def test_a_nul_character_in_a_param_group_key_is_a_422_naming_it(client: httpx.Client) -> None:
