@@ -5,7 +5,7 @@ here, once, when the document is first asked for (never on a request's path):
 
 - one ``Problem`` schema, served as ``application/problem+json`` for every error
   status a route can answer: 401/403 (tokens) and 500 everywhere under /v1, 503
-  wherever the database is read, 400/413/422 for bodies, 404 under a run;
+  wherever the database is read, 400/413/415/422 for bodies, 404 under a run;
 - the headers: ``X-Request-ID`` on every answer, ``Retry-After`` on 503,
   ``WWW-Authenticate`` on 401, ``Location`` on a PUT;
 - operationIds from the route functions' names (``put_run``, ``report_step``);
@@ -92,6 +92,7 @@ _PROBLEM_DESCRIPTIONS = {
     404: "No such run",
     409: "The run's state refuses this call; `type` says why",
     413: "The body is larger than LRKEEPER_MAX_BODY_BYTES; `limit` and `max` name it",
+    415: "The body was not sent as application/json (service.json_body)",
     422: "Invalid request; `errors` names each field",
     500: "The service failed; what failed is in its log",
     503: "The database did not answer; retry after `Retry-After` seconds",
@@ -167,7 +168,7 @@ def _error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[in
     if operation.get("parameters") or "requestBody" in operation:
         statuses.add(422)
     if "requestBody" in operation:
-        statuses |= {400, 413}
+        statuses |= {400, 413, 415}
     if operation["operationId"] in _RUN_WRITES:
         statuses.add(409)
     return statuses

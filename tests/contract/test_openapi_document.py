@@ -52,7 +52,7 @@ def test_every_v1_operation_declares_the_token_refusals_and_bodies_their_refusal
             assert {"401", "403", "500"} <= declared, (method, path)
             assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
         if "requestBody" in operation:
-            assert {"400", "413", "422"} <= declared, (method, path)
+            assert {"400", "413", "415", "422"} <= declared, (method, path)
         if path.startswith("/v1/runs"):
             assert "Retry-After" in operation["responses"]["503"]["headers"], (method, path)
 
