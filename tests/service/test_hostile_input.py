@@ -18,7 +18,6 @@ The rows run in one test, so that the figures recorded at the end (README
 
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -638,26 +637,15 @@ def refusal_of(answer: httpx.Response, row: Hostile) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def hostile_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    pool = ServerPool(tmp_path_factory.mktemp(f"hostile-{request.param}"))
-    try:
-        yield pool(request.param)
-    finally:
-        pool.close()
-
-
 def test_every_hostile_input_gets_its_4xx_and_the_server_stays_healthy(
-    hostile_server: LiveServer, reliability: ReliabilityLog
+    live_server: LiveServer, reliability: ReliabilityLog
 ) -> None:
-    assert hostile_server.process is not None
+    assert live_server.process is not None
     rows = hostile_rows()
-    with httpx.Client(base_url=hostile_server.base_url, timeout=60) as client:
+    with httpx.Client(base_url=live_server.base_url, timeout=60) as client:
         run_id = f"hostile-{uuid.uuid4().hex[:12]}"
         assert client.put(f"/v1/runs/{run_id}", json=new_run_body()).status_code == 201
-        rss_before = process_tree_rss_kb(hostile_server.process.pid)
+        rss_before = process_tree_rss_kb(live_server.process.pid)
         failures = []
         for row in rows:
             path = row.path.format(run=run_id, new=f"hostile-{uuid.uuid4().hex[:12]}")
@@ -665,14 +653,14 @@ def test_every_hostile_input_gets_its_4xx_and_the_server_stays_healthy(
             answer = client.request(row.method, path, content=row.body, headers=headers)
             if (wrong := refusal_of(answer, row)) is not None:
                 failures.append(f"{row.name}: {wrong}")
-        rss_after = process_tree_rss_kb(hostile_server.process.pid)
+        rss_after = process_tree_rss_kb(live_server.process.pid)
         assert client.get("/healthz").status_code == 200
         # Nothing any row sent moved the run.
         assert client.get(f"/v1/runs/{run_id}").json()["step"] == 0
     assert failures == []
     assert rss_after - rss_before < RSS_GROWTH_BOUND_KB, (rss_before, rss_after)
     assert rss_after < RSS_BOUND_KB, rss_after
-    backend: Backend = hostile_server.backend
+    backend: Backend = live_server.backend
     reliability.record(
         f"hostile inputs ({backend})",
         inputs=len(rows),
@@ -757,11 +745,11 @@ def replaced(body: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[st
 @settings(max_examples=100, derandomize=True, deadline=None)
 @given(target=st.sampled_from(_TARGETS), value=_ANY_JSON)
 def test_random_json_in_any_body_field_never_gets_a_5xx(
-    hostile_server: LiveServer, target: tuple[str, str, dict[str, Any], tuple[str, ...]], value: Any
+    live_server: LiveServer, target: tuple[str, str, dict[str, Any], tuple[str, ...]], value: Any
 ) -> None:
     method, path, body, keys = target
     run_id = f"random-{uuid.uuid4().hex[:12]}"
-    with httpx.Client(base_url=hostile_server.base_url, timeout=60) as client:
+    with httpx.Client(base_url=live_server.base_url, timeout=60) as client:
         if "{run}" in path:
             assert client.put(f"/v1/runs/{run_id}", json=new_run_body()).status_code == 201
         content = json.dumps(replaced(body, keys, value))  # bare NaN / Infinity included
@@ -797,11 +785,11 @@ _QUERY_VALUES = st.text(max_size=12) | st.sampled_from(
 @settings(max_examples=60, derandomize=True, deadline=None)
 @given(target=st.sampled_from(_QUERIES), data=st.data())
 def test_random_query_strings_on_every_reading_route_never_get_a_5xx(
-    hostile_server: LiveServer, target: tuple[str, tuple[str, ...]], data: st.DataObject
+    live_server: LiveServer, target: tuple[str, tuple[str, ...]], data: st.DataObject
 ) -> None:
     path, names = target
     params = {name: data.draw(_QUERY_VALUES, label=name) for name in names}
-    with httpx.Client(base_url=hostile_server.base_url, timeout=60) as client:
+    with httpx.Client(base_url=live_server.base_url, timeout=60) as client:
         run_id = f"random-{uuid.uuid4().hex[:12]}"
         assert client.put(f"/v1/runs/{run_id}", json=new_run_body()).status_code == 201
         answer = client.get(path.format(run=run_id), params=params)
