@@ -7,7 +7,7 @@ global, so a test (or a second app in one process) can run with its own.
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.limits import MAX_JSON_DEPTH_CEILING, PayloadLimits
+from service.limits import MAX_JSON_DEPTH_CEILING, CatchUpLimit, PayloadLimits
 from service.logs import LogFormat
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/lrkeeper.db"
@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     max_history_limit: int = 10000
     max_preview_steps: int = 100000
     max_catch_up_steps: int = 100000
+    # One catch-up holds the run's row (on SQLite, the database's only writer) while it
+    # computes and stores every step, so it is bounded by work as well: steps × param
+    # groups. 20,000 take ~0.4 s here, well inside DATABASE_WAIT_SECONDS.
+    max_catch_up_values: int = Field(default=20000, ge=1)
+    # A preview holds no lock, but its CPU and its answer grow as steps × param groups.
+    max_preview_values: int = Field(default=1_000_000, ge=1)
     max_param_groups: int = 64
     # A running run with no new step for this long is shown as "stale" (computed when read).
     stale_after: float = Field(default=600.0, gt=0)
@@ -45,6 +51,9 @@ class Settings(BaseSettings):
     )
     # One JSON object per log line, or text for a terminal (service.logs).
     log_format: LogFormat = "text"
+
+    def catch_up_limit(self) -> CatchUpLimit:
+        return CatchUpLimit(steps=self.max_catch_up_steps, values=self.max_catch_up_values)
 
     def payload_limits(self) -> PayloadLimits:
         return PayloadLimits(

@@ -56,6 +56,15 @@ class PayloadLimits:
     max_json_depth: int = 32
 
 
+@dataclass(frozen=True)
+class CatchUpLimit:
+    """How far one step report may move a run: in steps, and in lr values computed and
+    stored (steps × param groups), the work its transaction holds the run's lock for."""
+
+    steps: int
+    values: int
+
+
 DEFAULT_PAYLOAD_LIMITS = PayloadLimits()
 current_payload_limits: ContextVar[PayloadLimits] = ContextVar(
     "lrkeeper_payload_limits", default=DEFAULT_PAYLOAD_LIMITS

@@ -10,7 +10,8 @@ here, once, when the document is first asked for (never on a request's path):
   ``WWW-Authenticate`` on 401, ``Location`` on a PUT;
 - operationIds from the route functions' names (``put_run``, ``report_step``);
 - paging ``limit``s between 1 and the app's settings;
-- request bodies as strict as the engine (service.request_schemas).
+- request bodies as strict as the engine (service.request_schemas);
+- links from each answer to the calls it leads to (service.openapi_links).
 
 The 405 for a method a path lacks is not an operation's answer, so it is not
 declared; its ``Allow`` names every method of the path (service.routing).
@@ -27,6 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from service.config import Settings
+from service.openapi_links import add_links
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.request_schemas import SCHEMAS_REF, tighten_request_schemas
 
@@ -137,6 +139,7 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
             operation["operationId"] = route.name
             _bound_limit(operation, paging_limits.get(route.name))
             _declare_answers(path, method, operation)
+            add_links(operation)
     return document
 
 

@@ -33,7 +33,9 @@ EXPRESSION_TEXT = r"^[^\x00]*[^\x00\s][^\x00]*$"
 # proves each bound refused): without them, most configs a fuzzer draws are refused and
 # it never gets as far as a run.
 ENGINE_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
-    ("ConstantLR", "factor"): {"exclusiveMinimum": 0, "maximum": 1},
+    # torch takes factor 0: it only fails once total_iters > 0 steps divide by it, which
+    # the engine refuses at creation (a cross-field rule no bound can state).
+    ("ConstantLR", "factor"): {"minimum": 0, "maximum": 1},
     ("LinearLR", "start_factor"): {"exclusiveMinimum": 0, "maximum": 1},
     ("LinearLR", "end_factor"): {"minimum": 0, "maximum": 1},
     ("CosineAnnealingWarmRestarts", "T_0"): {"minimum": 1},
@@ -64,6 +66,7 @@ def tighten_request_schemas(schemas: dict[str, Any], settings: Settings) -> None
     schemas.update(scheduler_config_schemas())
     _tighten_param_groups(schemas, max_param_groups=settings.max_param_groups)
     _storable_text_only(schemas, max_metric_name_length=settings.max_metric_name_length)
+    schemas["PreviewRequest"]["properties"]["steps"]["maximum"] = settings.max_preview_steps
 
 
 def param_group_schema() -> dict[str, Any]:

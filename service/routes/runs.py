@@ -164,7 +164,7 @@ async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSON
         state.database,
         run_id,
         body,
-        max_catch_up_steps=state.settings.max_catch_up_steps,
+        catch_up=state.settings.catch_up_limit(),
         recorded_steps=state.recorded_steps,
     )
     state.metrics.count_step_answer(answer)

@@ -27,6 +27,7 @@ def preview(body: PreviewRequest, settings: SettingsDependency) -> JSONResponse:
     answer = engine_only.preview(
         body,
         max_preview_steps=settings.max_preview_steps,
+        max_preview_values=settings.max_preview_values,
         max_param_groups=settings.max_param_groups,
     )
     return JSONResponse(answer)

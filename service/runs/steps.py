@@ -21,7 +21,9 @@ from anyio import to_thread
 
 from service import schedules
 from service.db import DATABASE_WAIT_SECONDS, Database
+from service.limits import CatchUpLimit
 from service.problems import (
+    InvalidRequest,
     NotFound,
     Problem,
     RunNotRunning,
@@ -116,7 +118,7 @@ async def report_step(
     run_id: str,
     report: StepReport,
     *,
-    max_catch_up_steps: int,
+    catch_up: CatchUpLimit,
     recorded_steps: RecordedSteps,
 ) -> dict[str, Any]:
     """A worker's step report: replay what is recorded, else advance (or catch up) and record.
@@ -133,7 +135,7 @@ async def report_step(
         if recorded["lr"] is not None:
             return _replay_answer(recorded)
     outcome = await _in_write_transaction(
-        database, functools.partial(_record_step, run_id, report, max_catch_up_steps)
+        database, functools.partial(_record_step, run_id, report, catch_up)
     )
     if isinstance(outcome, Problem):
         raise outcome
@@ -162,7 +164,7 @@ async def current_lr(database: Database, run_id: str, step: int | None) -> dict[
 
 
 def _record_step(
-    run_id: str, report: StepReport, max_catch_up_steps: int, timestamp: Callable[[datetime], Any]
+    run_id: str, report: StepReport, catch_up: CatchUpLimit, timestamp: Callable[[datetime], Any]
 ) -> Unit:
     """Lock the run, look again, then replay, refuse, or advance and record."""
     locked = yield Fetch(LOCK_RUN, {"run_id": run_id})
@@ -181,7 +183,7 @@ def _record_step(
         )
     recorded_at = timestamp(utc_now())
     try:
-        advance = _advance(locked, report, max_catch_up_steps, recorded_at)
+        advance = _advance(locked, report, catch_up, recorded_at)
     except ScheduleFailed as failure:
         # Told once per failing step, however many ranks report it; the run stays as it was.
         event = {"kind": "schedule_failed", "detail": failure.event_detail()}
@@ -215,24 +217,41 @@ class _Advance:
     answer: dict[str, Any]
 
 
-def _advance(
-    locked: Row, report: StepReport, max_catch_up_steps: int, recorded_at: Any
-) -> _Advance:
+def _check_catch_up(
+    gap: int, group_count: int, catch_up: CatchUpLimit, *, run_step: int, target: int
+) -> None:
+    """Refuse a gap too long to catch up in one transaction, naming the setting it breaks."""
+    ahead = f"step {target} is {gap} steps ahead of the run (at step {run_step})"
+    if gap > catch_up.steps:
+        limit, maximum = "max_catch_up_steps", catch_up.steps
+        message = f"{ahead}; at most {catch_up.steps} steps are caught up in one report"
+    elif gap * group_count > catch_up.values:
+        limit, maximum = "max_catch_up_values", catch_up.values
+        message = (
+            f"{ahead}; with {group_count} param groups at most "
+            f"{catch_up.values // group_count} steps are caught up in one report "
+            f"(LRKEEPER_MAX_CATCH_UP_VALUES = {catch_up.values} lr values)"
+        )
+    else:
+        return
+    raise InvalidRequest(
+        f"body.step: {message}",
+        errors=[{"loc": ["body", "step"], "msg": message}],
+        limit=limit,
+        max=maximum,
+    )
+
+
+def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_at: Any) -> _Advance:
     """Step the engine from the locked run to ``report.step``, which is past the run's step."""
     run_pk, run_step = locked["run_pk"], locked["step"]
     target = report.step
     gap = target - run_step
-    if gap > max_catch_up_steps:
-        raise invalid(
-            ["body", "step"],
-            f"step {target} is {gap} steps ahead of the run (at step {run_step}); "
-            f"at most {max_catch_up_steps} steps are caught up in one report",
-        )
+    param_groups = json_from_text(locked["param_groups"])
+    _check_catch_up(gap, len(param_groups), catch_up, run_step=run_step, target=target)
     # The engine refuses non-finite config values, so a stored config needs no decoding.
     scheduler = schedules.restore(
-        json_from_text(locked["scheduler"]),
-        json_from_text(locked["param_groups"]),
-        json_from_text(locked["state"]),
+        json_from_text(locked["scheduler"]), param_groups, json_from_text(locked["state"])
     )
     if gap > 1 and scheduler.uses_metric:
         raise StepOutOfOrder(

@@ -17,7 +17,9 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 @pytest.fixture(scope="module")
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     database = tmp_path_factory.mktemp("openapi") / "unused.db"
-    settings = Settings(database_url=f"sqlite:///{database}", max_list_limit=250)
+    settings = Settings(
+        database_url=f"sqlite:///{database}", max_list_limit=250, max_preview_steps=5000
+    )
     document: dict[str, Any] = create_app(settings).openapi()
     return document
 
@@ -112,6 +114,8 @@ def test_requests_are_as_strict_as_the_server(document: dict[str, Any]) -> None:
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 250)
     status = next(parameter for parameter in list_runs if parameter["name"] == "status")
     assert "stale" in str(status["schema"])
+    steps = schemas["PreviewRequest"]["properties"]["steps"]
+    assert (steps["minimum"], steps["maximum"]) == (0, 5000)
 
 
 # Required parameters of the types whose bounds are declared; the rest need none.
@@ -144,3 +148,49 @@ def test_each_declared_bound_is_one_the_engine_enforces(type_name: str, paramete
     with pytest.raises(InvalidConfig) as refusal:
         build({"type": type_name, "params": outside}, [{"lr": 0.1, "momentum": 0.9}])
     assert refusal.value.loc == ("scheduler", "params", parameter)
+
+
+def test_every_link_names_an_operation_its_parameters_and_fields_that_exist(
+    document: dict[str, Any],
+) -> None:
+    """A link that points at nothing would send a fuzzer, or a reader, nowhere."""
+    by_id = {
+        operation["operationId"]: (path, operation) for path, _, operation in operations(document)
+    }
+    schemas = document["components"]["schemas"]
+    linked = 0
+    for _, _, operation in operations(document):
+        for status, answer in operation["responses"].items():
+            for name, link in answer.get("links", {}).items():
+                linked += 1
+                _, target = by_id[link["operationId"]]
+                target_parameters = {
+                    f"{parameter['in']}.{parameter['name']}"
+                    for parameter in target.get("parameters", ())
+                }
+                for parameter, expression in link.get("parameters", {}).items():
+                    assert parameter in target_parameters, (name, parameter)
+                    assert_expression_resolves(expression, operation, status, schemas)
+                for expression in link.get("requestBody", {}).values():
+                    assert "requestBody" in target, name
+                    assert_expression_resolves(expression, operation, status, schemas)
+    assert linked >= 40
+
+
+def assert_expression_resolves(
+    expression: str, operation: dict[str, Any], status: str, schemas: dict[str, Any]
+) -> None:
+    source, _, pointer = expression.partition("#/")
+    if source == "$response.body":
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    elif source == "$request.body":
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    elif source.startswith("$response.header."):
+        assert source.removeprefix("$response.header.") in operation["responses"][status]["headers"]
+        return
+    else:
+        parameter = source.removeprefix("$request.path.")
+        assert any(p["name"] == parameter and p["in"] == "path" for p in operation["parameters"])
+        return
+    resolved = schemas[schema["$ref"].rpartition("/")[2]]
+    assert pointer in resolved["properties"], (expression, sorted(resolved["properties"]))

@@ -20,12 +20,17 @@ from tests.conftest import ACCESS_TOKENS, BACKENDS, Backend, ReliabilityLog, Ser
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 9
 MAX_EXAMPLES = 40
-# The budget for the whole run; the subprocess deadline only catches a hang.
-MAX_SECONDS = 80
-HANG_DEADLINE_SECONDS = MAX_SECONDS * 3
+# Each run's budget; the subprocess deadline only catches a hang. The single-call phases
+# get one minute; the stateful phase two, in which it must create at least
+# STATEFUL_RUNS_AT_LEAST runs and step, read and rewind them (service.openapi_links).
+SINGLE_CALL_PHASES, SINGLE_CALL_SECONDS = "examples,coverage,fuzzing", 60
+STATEFUL_SECONDS = 120
+STATEFUL_RUNS_AT_LEAST = 20
 
 
-def run_schemathesis(base_url: str, report: Path) -> dict[str, Any]:
+def run_schemathesis(
+    base_url: str, report: Path, *, phases: str, max_seconds: int
+) -> dict[str, Any]:
     """``st run`` with every check; returns its JSON report. Its cache goes next to the report."""
     command = [
         str(Path(sys.executable).with_name("st")),
@@ -33,20 +38,21 @@ def run_schemathesis(base_url: str, report: Path) -> dict[str, Any]:
         "run", f"{base_url}/openapi.json",
         "--header", f"Authorization: Bearer {ACCESS_TOKENS.write}",
         "--checks", "all",
-        "--phases", "examples,coverage,fuzzing,stateful",
+        "--phases", phases,
         "--seed", str(SEED),
         "--max-examples", str(MAX_EXAMPLES),
-        "--max-time", str(MAX_SECONDS),
+        "--max-time", str(max_seconds),
         "--workers", "1",
         "--no-shrink",
         "--report", "json",
         "--report-json-path", str(report),
     ]  # fmt: skip
+    report.parent.mkdir(parents=True, exist_ok=True)
     finished = subprocess.run(
         command,
         capture_output=True,
         text=True,
-        timeout=HANG_DEADLINE_SECONDS,
+        timeout=max_seconds * 3,
         check=False,
         cwd=report.parent,
     )
@@ -54,6 +60,14 @@ def run_schemathesis(base_url: str, report: Path) -> dict[str, Any]:
     outcome: dict[str, Any] = json.loads(report.read_text())
     outcome["output"] = finished.stdout[-20000:]
     return outcome
+
+
+def assert_no_failure(outcome: dict[str, Any]) -> None:
+    assert outcome["errors"] == [], outcome["output"]
+    assert outcome["failures"] == [], outcome["output"]
+    assert outcome["operations"]["tested"] > 0, outcome["output"]
+    statuses = [phase["status"] for phase in outcome["phases"].values()]
+    assert "skipped" not in statuses, outcome["phases"]
 
 
 @pytest.mark.slow
@@ -66,42 +80,73 @@ def test_schemathesis_finds_no_failure_on_any_operation(
 ) -> None:
     server = server_factory(backend, environment={"LRKEEPER_TOKENS": ACCESS_TOKENS.setting})
 
-    outcome = run_schemathesis(server.base_url, tmp_path / "schemathesis.json")
+    single = run_schemathesis(
+        server.base_url,
+        tmp_path / "single" / "schemathesis.json",
+        phases=SINGLE_CALL_PHASES,
+        max_seconds=SINGLE_CALL_SECONDS,
+    )
+    before = set(runs_of(server.base_url))
+    stateful = run_schemathesis(
+        server.base_url,
+        tmp_path / "stateful" / "schemathesis.json",
+        phases="stateful",
+        max_seconds=STATEFUL_SECONDS,
+    )
+    created = {
+        run_id: run for run_id, run in runs_of(server.base_url).items() if run_id not in before
+    }
+    rewound = [run_id for run_id in created if "rewind" in event_kinds(server.base_url, run_id)]
+    stepped = [run_id for run_id, run in created.items() if run["step"] > 0]
 
-    operations = outcome["operations"]["tested"]
-    cases = outcome["test_cases"]["generated"]
-    failures = outcome["test_cases"]["unique_failures"]
-    runs = count_runs(server.base_url)
+    operations = single["operations"]["tested"]
+    cases = single["test_cases"]["generated"] + stateful["test_cases"]["generated"]
+    failures = single["test_cases"]["unique_failures"] + stateful["test_cases"]["unique_failures"]
     print(
-        f"schemathesis ({backend}): {operations} operations, {cases} cases, "
-        f"{runs} runs created, {failures} failures"
+        f"schemathesis ({backend}): {operations} operations, {cases} cases, stateful phase "
+        f"created {len(created)} runs ({len(stepped)} stepped, {len(rewound)} rewound), "
+        f"{failures} failures"
     )
     reliability.record(
         f"schemathesis ({backend})",
         operations=operations,
         cases=cases,
-        runs_created=runs,
+        stateful_runs_created=len(created),
+        stepped=len(stepped),
+        rewound=len(rewound),
         failures=failures,
     )
-    assert outcome["errors"] == [], outcome["output"]
-    assert outcome["failures"] == [], outcome["output"]
-    assert operations == outcome["operations"]["selected"] > 0
-    assert all(status != "skipped" for status in _phase_statuses(outcome)), outcome["phases"]
+    assert_no_failure(single)
+    assert_no_failure(stateful)
+    assert operations == single["operations"]["selected"]
+    assert len(created) >= STATEFUL_RUNS_AT_LEAST, stateful["output"]
+    assert stepped and rewound, (len(stepped), len(rewound))
 
 
-def count_runs(base_url: str) -> int:
-    """How many runs the fuzzer's requests created: how far past refusals it got."""
+def runs_of(base_url: str) -> dict[str, dict[str, Any]]:
+    """Every run the service holds, by id: how far past refusals the fuzzer got."""
     headers = {"Authorization": f"Bearer {ACCESS_TOKENS.read}"}
-    count, cursor = 0, None
+    runs: dict[str, dict[str, Any]] = {}
+    cursor = None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         while True:
             params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
             page = client.get("/v1/runs", params=params).json()
-            count += len(page["items"])
+            runs.update((run["run_id"], run) for run in page["items"])
             cursor = page["next_cursor"]
             if cursor is None:
-                return count
+                return runs
 
 
-def _phase_statuses(outcome: dict[str, Any]) -> list[str]:
-    return [phase["status"] for phase in outcome["phases"].values()]
+def event_kinds(base_url: str, run_id: str) -> set[str]:
+    headers = {"Authorization": f"Bearer {ACCESS_TOKENS.read}"}
+    kinds: set[str] = set()
+    cursor = None
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        while True:
+            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = client.get(f"/v1/runs/{run_id}/events", params=params).json()
+            kinds.update(event["kind"] for event in page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return kinds

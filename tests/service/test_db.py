@@ -18,6 +18,7 @@ from service.db import (
     upgrade_to_head,
     with_hot_path_pool,
 )
+from service.limits import CatchUpLimit
 from service.runs import catalog, steps
 from service.schemas import RunCreate, StepReport
 from tests.conftest import BACKENDS, Backend, DatabaseProvider
@@ -196,7 +197,7 @@ async def report_step(
         database,
         run_id,
         StepReport(step=step),
-        max_catch_up_steps=10,
+        catch_up=CatchUpLimit(steps=10, values=100),
         recorded_steps=recorded_steps,
     )
 

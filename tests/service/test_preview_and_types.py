@@ -6,6 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import ServerPool
 from tests.schedules.torch_oracle import run_in_torch
 
 SGD = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.8}]
@@ -121,6 +122,19 @@ def test_an_invalid_preview_is_a_422_naming_the_field(
     client: httpx.Client, body: dict[str, Any], loc: list[str | int]
 ) -> None:
     assert_invalid(client.post("/v1/preview", json=body), loc)
+
+
+def test_a_preview_is_bounded_by_steps_times_param_groups(server_factory: ServerPool) -> None:
+    server = server_factory("sqlite", environment={"LRKEEPER_MAX_PREVIEW_VALUES": "1000"})
+    body = {"scheduler": PREVIEW_CASES[0], "param_groups": [{"lr": 0.1}] * 10}
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        refused = assert_invalid(
+            client.post("/v1/preview", json={**body, "steps": 100}), ["body", "steps"]
+        )
+        assert (refused["limit"], refused["max"]) == ("max_preview_values", 1000)
+        answer = client.post("/v1/preview", json={**body, "steps": 99})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["lr"]) == 100
 
 
 def test_a_preview_stores_nothing(client: httpx.Client) -> None:

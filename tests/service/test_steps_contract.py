@@ -370,9 +370,28 @@ def test_a_catch_up_longer_than_the_configured_bound_is_a_422(
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         run_id = create_run(client, COSINE, SGD)
         before = get_run(client, run_id)
-        assert_invalid(report(client, run_id, 6), ["body", "step"])
+        problem = assert_invalid(report(client, run_id, 6), ["body", "step"])
+        assert (problem["limit"], problem["max"]) == ("max_catch_up_steps", 5)
         assert get_run(client, run_id) == before
         assert report_ok(client, run_id, 5)["step"] == 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_catch_up_is_bounded_by_its_work_in_steps_times_param_groups(
+    server_factory: ServerPool, backend: Backend
+) -> None:
+    """64 groups may catch up 1/64 of what one group may: the work holds the run's lock."""
+    server = server_factory(backend, environment={"LRKEEPER_MAX_CATCH_UP_VALUES": "640"})
+    many_groups = [{"lr": 0.1 / (index + 1)} for index in range(64)]
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        wide, narrow = create_run(client, COSINE, many_groups), create_run(client, COSINE, SGD)
+        before = get_run(client, wide)
+        problem = assert_invalid(report(client, wide, 11), ["body", "step"])
+        assert (problem["limit"], problem["max"]) == ("max_catch_up_values", 640)
+        assert "at most 10 steps" in problem["detail"]
+        assert get_run(client, wide) == before
+        assert report_ok(client, wide, 10)["step"] == 10
+        assert report_ok(client, narrow, 640)["step"] == 640
 
 
 # -- changing a running run ----------------------------------------------------------------
