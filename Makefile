@@ -32,6 +32,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.client
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.access
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

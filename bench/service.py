@@ -167,13 +167,17 @@ def start_server(
 
 
 def start_lrkeeper(
-    database_url: str, workdir: Path, name: str = "lrkeeper", checkout: Path = REPO_ROOT
+    database_url: str,
+    workdir: Path,
+    name: str = "lrkeeper",
+    checkout: Path = REPO_ROOT,
+    serve_options: Sequence[str] = (),
 ) -> Server:
     """``lrkeeper serve`` with its defaults (one worker, log level info), as a user runs it;
     ``checkout`` serves another copy of the code (``--compare-with``): ``python -m`` run
     from there imports that copy's packages before the installed one."""
     port = free_port()
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", *serve_options]
     process, log_path = start_server(
         name,
         [*command, "--port", str(port)],

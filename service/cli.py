@@ -95,6 +95,8 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port if args.port is not None else settings.port,
             workers=args.workers,
             log_level=args.log_level,
+            loop=args.loop,
+            http=args.http,
             # Every worker applies it; service.edge writes the one access line per request.
             log_config=logging_config(settings.log_format, args.log_level),
             access_log=False,
@@ -228,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, help="port to listen on (LRKEEPER_PORT, 8000)")
     serve_parser.add_argument("--workers", type=int, default=1, help="worker processes")
     serve_parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    # uvicorn's "auto" takes uvloop and httptools when installed (the server extra installs
+    # them; bench/load.py measures them against asyncio and h11).
+    serve_parser.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop"
+    )
+    serve_parser.add_argument(
+        "--http", choices=("auto", "h11", "httptools"), default="auto", help="HTTP parser"
+    )
     serve_parser.set_defaults(handler=serve)
 
     db_parser = commands.add_parser("db", help="database maintenance")
