@@ -54,7 +54,7 @@ class PendingStep:
     :meth:`result` does.
     """
 
-    __slots__ = ("_answer", "_answered", "_failure", "_sender", "generation", "metrics", "step")
+    __slots__ = ("_answer", "_failure", "_resolved", "_sender", "generation", "metrics", "step")
 
     def __init__(
         self,
@@ -67,13 +67,14 @@ class PendingStep:
         self.metrics = metrics
         self.generation = generation
         self._sender = sender
-        self._answered = threading.Event()
+        # Set by the sending thread, under the sender's lock, after _answer or _failure.
+        self._resolved = False
         self._answer: StepAnswer | None = None
         self._failure: BaseException | None = None
 
     def done(self) -> bool:
         """Whether the answer (or the failure) is in: :meth:`result` will not wait."""
-        return self._answered.is_set()
+        return self._resolved
 
     def result(self) -> StepAnswer:
         """The service's answer, waiting for it if need be; raises the report's failure.
@@ -81,11 +82,8 @@ class PendingStep:
         The wait is bounded by the retry policy's deadline, after which the sender
         resolves the report with ``DeadlineExceeded``.
         """
-        while not self._answered.wait(_LIVENESS_CHECK_SECONDS):
-            if not self._sender.alive():
-                raise TransportError(
-                    f"step {self.step}: the background sender stopped before answering"
-                )
+        if not self._resolved:
+            self._sender.wait_for(self)
         if self._failure is not None:
             raise self._failure
         assert self._answer is not None
@@ -112,19 +110,11 @@ class PendingStep:
         return self.result().stop
 
     def __repr__(self) -> str:
-        if not self.done():
+        if not self._resolved:
             return f"PendingStep(step={self.step}, pending)"
         if self._failure is not None:
             return f"PendingStep(step={self.step}, failed: {self._failure!r})"
         return f"PendingStep(step={self.step}, {self._answer!r})"
-
-    def _resolve(self, answer: StepAnswer) -> None:
-        self._answer = answer
-        self._answered.set()
-
-    def _fail(self, failure: BaseException) -> None:
-        self._failure = failure
-        self._answered.set()
 
 
 class _Stop:
@@ -132,15 +122,24 @@ class _Stop:
 
 
 class StepSender:
-    """One thread sending one scheduler's step reports, in order, through ``reporter``."""
+    """One thread sending one scheduler's step reports, in order, through ``reporter``.
+
+    One lock guards the queue and the answers. Handing a report over wakes the thread
+    only when it is idle (a wake-up is the most expensive part of ``step()``: a
+    futex, and on a VM often an interrupt to the other CPU); a thread still busy
+    with the previous report finds the next one when it is done.
+    """
 
     def __init__(self, reporter: StepReporter, run_id: str, worker: str) -> None:
         self.run_id = run_id
         self.worker = worker
         self._reporter = reporter
         self._queue: deque[PendingStep | _Stop] = deque()
-        self._queued = threading.Condition(threading.Lock())
-        self._slots = threading.BoundedSemaphore(QUEUE_BOUND)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the queue has something for the thread
+        self._room = threading.Condition(self._lock)  # fewer than QUEUE_BOUND unanswered
+        self._answers = threading.Condition(self._lock)  # a report was resolved
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._closed = False
         self._unanswered = 0
@@ -152,28 +151,39 @@ class StepSender:
         self, step: int, metrics: Mapping[str, float | int] | None, generation: int
     ) -> PendingStep:
         """Hand a report over; returns at once unless QUEUE_BOUND reports are unanswered."""
-        if self._closed:
-            raise RuntimeError(f"the step sender of run {self.run_id!r} is closed")
         pending = PendingStep(step, metrics, generation, self)
-        self._slots.acquire()
-        with self._queued:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the step sender of run {self.run_id!r} is closed")
+            while self._unanswered >= QUEUE_BOUND:
+                self._room.wait()
+            self._unanswered += 1
+            self._queue.append(pending)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"lrkeeper-steps-{self.run_id}", daemon=True
                 )
                 self._thread.start()
                 _LIVE_SENDERS.add(self)
-            self._unanswered += 1
-            self._queue.append(pending)
-            self._queued.notify()
+            elif self._idle:
+                self._work.notify()
         return pending
+
+    def wait_for(self, pending: PendingStep) -> None:
+        """Return once ``pending`` is resolved; a sender that died first is a TransportError."""
+        with self._lock:
+            while not pending._resolved:
+                if not self._answers.wait(_LIVENESS_CHECK_SECONDS) and not self.alive():
+                    raise TransportError(
+                        f"step {pending.step}: the background sender stopped before answering"
+                    )
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def unanswered(self) -> int:
         """Reports handed over and not yet answered."""
-        with self._queued:
+        with self._lock:
             return self._unanswered
 
     def close(self, timeout: float | None = None) -> bool:
@@ -182,11 +192,11 @@ class StepSender:
         Waits up to ``timeout`` seconds (``None``: as long as the retries take; ``0``:
         not at all, the thread finishes on its own). True when the thread has ended.
         """
-        with self._queued:
+        with self._lock:
             if not self._closed:
                 self._closed = True
                 self._queue.append(_Stop())
-                self._queued.notify()
+                self._work.notify()
             thread = self._thread
         if thread is None:
             self._reporter.close()
@@ -198,23 +208,29 @@ class StepSender:
     def _run(self) -> None:
         try:
             while True:
-                with self._queued:
+                with self._lock:
                     while not self._queue:
-                        self._queued.wait()
+                        self._idle = True
+                        self._work.wait()
+                    self._idle = False
                     item = self._queue.popleft()
                 if isinstance(item, _Stop):
                     return
-                self._send(item)
-                with self._queued:
+                answer, failure = self._send(item)
+                with self._lock:
+                    item._answer, item._failure = answer, failure
+                    item._resolved = True
                     self._unanswered -= 1
-                self._slots.release()
+                    self._answers.notify_all()
+                    self._room.notify()
         finally:
             self._reporter.close()
 
-    def _send(self, pending: PendingStep) -> None:
+    def _send(self, pending: PendingStep) -> tuple[StepAnswer | None, BaseException | None]:
+        """The report's answer or its failure; after a failure, the rest of its generation
+        fails unsent (module docstring)."""
         if pending.generation == self._failed_generation and self._failure is not None:
-            pending._fail(self._failure)
-            return
+            return None, self._failure
         try:
             answer = self._reporter.report_step(
                 self.run_id, pending.step, pending.metrics, worker=self.worker
@@ -222,9 +238,8 @@ class StepSender:
         except Exception as failure:
             self._failed_generation = pending.generation
             self._failure = failure
-            pending._fail(failure)
-        else:
-            pending._resolve(answer)
+            return None, failure
+        return answer, None
 
 
 _LIVE_SENDERS: "weakref.WeakSet[StepSender]" = weakref.WeakSet()
