@@ -412,6 +412,10 @@ class _ScheduledGroup(dict[str, Any]):
         self._settle()
         return super().__eq__(other)
 
+    def __ne__(self, other: object) -> bool:
+        self._settle()
+        return super().__ne__(other)
+
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

@@ -1,11 +1,12 @@
-"""The step reports' own wire: ``POST /steps`` over one kept-alive ``http.client`` connection.
+"""The step reports' own wire: ``POST /steps`` on one kept-alive socket, read by ``http.client``.
 
 The pipelined scheduler's background sender spends its time here, in the training
 process, holding the GIL the training thread also needs. On a kept-alive
 connection to a local service the standard library's ``http.client`` costs about
-a third of httpx's client CPU per call (bench/client.py, "the sender's wire":
-0.3 ms against 1.0–1.4 ms of the client's own CPU per round trip), so the sender
-speaks ``http.client`` — where that is the same conversation httpx would have had:
+a third of httpx's client CPU per call (bench/results.md, bench.client's line on
+"the pipelined sender's wire": 448 µs against 1,518 µs per step report), so the sender
+speaks ``http.client`` (its response parser, and one write per request of our own)
+— where that is the same conversation httpx would have had:
 a plain ``http://`` URL with no proxy configured in the environment, and no
 ``httpx.Client`` injected by the caller. Anywhere else (TLS, a proxy httpx would
 honour, a test's transport) it reports through the ``LRKeeper`` itself.
@@ -17,6 +18,7 @@ exception (:func:`~client.api.service_error`).
 
 import http.client
 import json
+import socket
 import urllib.request
 from collections.abc import Mapping
 from typing import Any, Protocol, SupportsFloat
@@ -86,14 +88,17 @@ class StepConnection:
         self._host = parts.hostname
         self._port = parts.port or 80
         self._base_path = parts.path.rstrip("/")
-        self._headers = {
-            "Accept": "application/json, application/problem+json",
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        head = [
+            f"Host: {_host_header(parts.hostname, parts.port)}",
+            "Accept: application/json, application/problem+json",
+            "Accept-Encoding: identity",
+            "Content-Type: application/json",
+            f"User-Agent: {USER_AGENT}",
+        ]
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._connection: http.client.HTTPConnection | None = None
+            head.append(f"Authorization: Bearer {token}")
+        self._head = "".join(f"{line}\r\n" for line in head)
+        self._socket: socket.socket | None = None
 
     def report_step(
         self,
@@ -120,18 +125,25 @@ class StepConnection:
         )
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def _post(self, path: str, content: bytes, timeout: float) -> Any:
         operation = f"POST {path}"
+        # Head and body in one write, on a socket without Nagle's delay: http.client's own
+        # request() writes them apart, a second system call (and a second segment the
+        # server's wakeup may see alone) for every report.
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(content)}\r\n\r\n"
+        ).encode() + content
         while True:
-            reused = self._connection is not None
-            connection = self._connect(timeout)
+            reused = self._socket is not None
             try:
-                connection.request("POST", path, body=content, headers=self._headers)
-                response = connection.getresponse()
+                connection = self._connect(timeout)
+                connection.sendall(request)
+                response = http.client.HTTPResponse(connection, method="POST")
+                response.begin()
                 payload = response.read()
             except (OSError, http.client.HTTPException) as failure:
                 self.close()
@@ -158,15 +170,14 @@ class StepConnection:
             # A body cut short by a dying server; worth another attempt.
             raise TransportError(f"{operation}: unreadable answer: {failure}") from failure
 
-    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, timeout: float) -> socket.socket:
         """The kept-alive connection with this attempt's timeout, opened if there is none."""
-        if self._connection is None:
-            self._connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        elif self._connection.sock is not None:
-            self._connection.sock.settimeout(timeout)
+        if self._socket is None:
+            self._socket = socket.create_connection((self._host, self._port), timeout)
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
-            self._connection.timeout = timeout
-        return self._connection
+            self._socket.settimeout(timeout)
+        return self._socket
 
 
 class _SharedClient:
@@ -199,3 +210,9 @@ def _direct_http(url: str) -> bool:
     if "http" not in proxies and "all" not in proxies:
         return True
     return bool(urllib.request.proxy_bypass_environment(parts.hostname, proxies))
+
+
+def _host_header(hostname: str, port: int | None) -> str:
+    """``Host`` as RFC 9112 wants it: no credentials, IPv6 literals in brackets."""
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return host if port is None else f"{host}:{port}"
