@@ -60,6 +60,7 @@ from bench import (
 from bench.service import (
     BENCH_HOME,
     Server,
+    group_cpu_seconds,
     postgresql_conninfo,
     postgresql_databases,
     start_lrkeeper,
@@ -242,10 +243,11 @@ class Loop:
     scheduler: Any
     step_call_ns: list[int] = field(default_factory=list)
     hook_wait_ns: list[int] = field(default_factory=list)
+    thread_cpu_ns: int = 0
 
     def run(self, inputs: torch.Tensor, targets: torch.Tensor, steps: int) -> float:
-        """µs per training step over ``steps`` steps."""
-        started = time.perf_counter_ns()
+        """µs per training step over ``steps`` steps (and the thread's CPU, kept)."""
+        started, cpu_started = time.perf_counter_ns(), time.thread_time_ns()
         for _ in range(steps):
             self.optimizer.zero_grad()
             loss = nn.functional.cross_entropy(self.model(inputs), targets)
@@ -254,6 +256,7 @@ class Loop:
             before_step = time.perf_counter_ns()
             self.scheduler.step()
             self.step_call_ns.append(time.perf_counter_ns() - before_step)
+        self.thread_cpu_ns = time.thread_time_ns() - cpu_started
         return (time.perf_counter_ns() - started) / steps / 1000
 
     def reset_timings(self) -> None:
@@ -294,12 +297,15 @@ class LoopFigures:
     """Per round: µs per step of each loop, the round trip, and µs blocked per step."""
 
     per_step: dict[str, list[float]] = field(default_factory=dict)
+    trainer_cpu: dict[str, list[float]] = field(default_factory=dict)
+    service_cpu: dict[str, list[float]] = field(default_factory=dict)
     round_trip: list[float] = field(default_factory=list)
     blocked: dict[str, list[float]] = field(default_factory=dict)
     step_returns: list[float] = field(default_factory=list)  # pipelined step(), every call
 
 
-def measure_loops(model: Model, base_url: str, rounds: int) -> LoopFigures:
+def measure_loops(model: Model, server: Server, rounds: int) -> LoopFigures:
+    base_url = server.base_url
     generator = torch.Generator().manual_seed(1)
     inputs = torch.randn(BATCH, model.widths[0], generator=generator)
     targets = torch.randint(0, model.widths[-1], (BATCH,), generator=generator)
@@ -324,8 +330,12 @@ def measure_loops(model: Model, base_url: str, rounds: int) -> LoopFigures:
         return (time.perf_counter_ns() - started) / calls / 1000
 
     figures = LoopFigures(
-        per_step={loop.name: [] for loop in loops}, blocked={"blocking": [], "pipelined": []}
+        per_step={loop.name: [] for loop in loops},
+        trainer_cpu={loop.name: [] for loop in loops},
+        service_cpu={loop.name: [] for loop in loops},
+        blocked={"blocking": [], "pipelined": []},
     )
+    steps = model.steps_per_block
     try:
         for loop in loops:  # warm up: allocator, connections, the sender's thread
             loop.run(inputs, targets, 5)
@@ -336,7 +346,13 @@ def measure_loops(model: Model, base_url: str, rounds: int) -> LoopFigures:
             shift = round_index % len(loops)
             for loop in [*loops[shift:], *loops[:shift]]:
                 loop.reset_timings()
-                figures.per_step[loop.name].append(loop.run(inputs, targets, model.steps_per_block))
+                service_started = group_cpu_seconds(server.process.pid)
+                figures.per_step[loop.name].append(loop.run(inputs, targets, steps))
+                if isinstance(loop.scheduler, RemoteLRScheduler):
+                    loop.scheduler.get_last_lr()  # the block's last report is the block's
+                service_seconds = group_cpu_seconds(server.process.pid) - service_started
+                figures.service_cpu[loop.name].append(service_seconds / steps * 1e6)
+                figures.trainer_cpu[loop.name].append(loop.thread_cpu_ns / steps / 1000)
                 if loop.name == "blocking":
                     blocked_ns = sum(loop.step_call_ns)
                 elif loop.name == "pipelined":
@@ -344,8 +360,8 @@ def measure_loops(model: Model, base_url: str, rounds: int) -> LoopFigures:
                     figures.step_returns += [ns / 1000 for ns in loop.step_call_ns]
                 else:
                     continue
-                figures.blocked[loop.name].append(blocked_ns / model.steps_per_block / 1000)
-            figures.round_trip.append(round_trips(max(10, model.steps_per_block // 4)))
+                figures.blocked[loop.name].append(blocked_ns / steps / 1000)
+            figures.round_trip.append(round_trips(max(10, steps // 4)))
     finally:
         for loop in loops:
             if isinstance(loop.scheduler, RemoteLRScheduler):
@@ -364,17 +380,20 @@ def loop_rows(model: Model, figures: LoopFigures) -> tuple[list[list[str]], list
     round_trip = median(figures.round_trip)
     unhidden = max(0.0, round_trip - compute)
     rows = []
-    for name in ("blocking", "pipelined"):
+    for name in ("torch", "blocking", "pipelined"):
+        remote = name != "torch"
+        ratio = per_round_ratio(figures.per_step[name], figures.per_step["torch"])
         rows.append(
             [
                 model.name,
                 name,
-                format_number(compute, 0),
-                format_number(round_trip, 0),
-                format_number(unhidden, 0),
                 format_number(median(figures.per_step[name]), 0),
-                format_ratio(per_round_ratio(figures.per_step[name], figures.per_step["torch"])),
-                format_number(median(figures.blocked[name]), 0),
+                format_ratio(ratio) if remote else "",
+                format_number(median(figures.blocked[name]), 0) if remote else "",
+                format_number(median(figures.trainer_cpu[name]), 0),
+                format_number(median(figures.service_cpu[name]), 0),
+                format_number(round_trip, 0) if remote else "",
+                format_number(unhidden, 0) if remote else "",
             ]
         )
     verdicts = []
@@ -440,9 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         httpx.Client(base_url=server.base_url, timeout=30) as http,
     ):
         wall, cpu, ratios = measure_calls(server, http, rounds, calls)
-        loop_figures = {
-            model.name: measure_loops(model, server.base_url, loop_rounds) for model in MODELS
-        }
+        loop_figures = {model.name: measure_loops(model, server, loop_rounds) for model in MODELS}
 
     call_header = ["call", "µs per call", "client CPU µs per call", "blocking step() ÷ this"]
     call_rows = [
@@ -466,12 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     loop_header = [
         "model",
         "scheduler",
-        "compute µs/step (torch loop)",
-        "round trip µs",
-        "unhidden µs (RTT − compute)",
         "loop µs/step",
         "÷ torch loop",
         "blocked µs/step",
+        "trainer CPU µs/step",
+        "service CPU µs/step",
+        "round trip µs",
+        "unhidden µs (RTT − torch loop)",
     ]
     loop_table_rows: list[list[str]] = []
     loop_verdicts: list[str] = []
