@@ -77,6 +77,7 @@ def test_set_lr_reaches_the_optimizer_through_sync_and_later_steps_continue_from
     optimizer = ParamGroupsOnly()
     scheduler = RemoteLRScheduler(optimizer, run_id, COSINE, client=keeper)
     scheduler.step()
+    scheduler.get_last_lr()  # step 1 is recorded before the hand edit, in torch's order
     keeper.set_lr(run_id, [0.05, 0.005], reason="loss spike")
     scheduler.sync()
     assert [group["lr"] for group in optimizer.param_groups] == [0.05, 0.005]
