@@ -488,7 +488,7 @@ def _read(group: dict[str, Any], key: str) -> Any:
 def _write(group: dict[str, Any], key: str, value: Any) -> None:
     """A tensor-valued lr (torch's capturable optimizers) is filled in place, as torch does."""
     current = dict.get(group, key) if isinstance(group, dict) else group.get(key)
-    if current is not None and hasattr(current, "fill_"):
+    if current is not None and not isinstance(current, float) and hasattr(current, "fill_"):
         current.fill_(value)
     elif isinstance(group, dict):
         dict.__setitem__(group, key, value)
