@@ -2,7 +2,9 @@
 state lives in an lrkeeper service, and ``LRKeeper``, the HTTP API as typed methods.
 
 Needs httpx and tenacity only; torch is never imported (optimizers are anything
-with ``param_groups``).
+with ``param_groups``). ``RemoteLRScheduler.step()`` is pipelined by default: it
+returns a ``PendingStep`` at once and the answer reaches the optimizer before its
+next step (client/scheduler.py).
 """
 
 from client.api import (
@@ -38,6 +40,7 @@ from client.errors import (
     TransportError,
     Unauthorized,
 )
+from client.pipeline import PendingStep
 from client.scheduler import RemoteLRScheduler
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
+    "PendingStep",
     "Preview",
     "RemoteLRScheduler",
     "RetryPolicy",

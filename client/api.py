@@ -53,7 +53,7 @@ from client.errors import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-_USER_AGENT = "lrkeeper-client/0.1"
+USER_AGENT = "lrkeeper-client/0.1"
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 # Statuses no retry can fix even though they are 5xx.
 _PERMANENT_SERVER_STATUSES = frozenset({501, 505})
@@ -271,6 +271,12 @@ class LRKeeper:
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client()
 
+    @property
+    def http_injected(self) -> bool:
+        """Whether calls go through an ``httpx.Client`` the caller passed in (a proxy, TLS
+        settings, a test's transport), which every connection of this client must then use."""
+        return not self._owns_http
+
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
@@ -308,10 +314,10 @@ class LRKeeper:
         body: JSONObject = {"scheduler": scheduler, "param_groups": list(param_groups)}
         if metadata is not None:
             body["metadata"] = metadata
-        return Run.from_json(self._json("PUT", _run_path(run_id), body=body))
+        return Run.from_json(self._json("PUT", run_path(run_id), body=body))
 
     def get_run(self, run_id: str) -> Run:
-        return Run.from_json(self._json("GET", _run_path(run_id)))
+        return Run.from_json(self._json("GET", run_path(run_id)))
 
     def list_runs(
         self, *, status: str | None = None, prefix: str | None = None, page_size: int | None = None
@@ -329,7 +335,7 @@ class LRKeeper:
             body["status"] = status
         if metadata is not None:
             body["metadata"] = metadata
-        return Run.from_json(self._json("PATCH", _run_path(run_id), body=body))
+        return Run.from_json(self._json("PATCH", run_path(run_id), body=body))
 
     def finish(self, run_id: str, status: str = "finished") -> Run:
         """Mark the run ``finished`` (or ``failed``)."""
@@ -355,16 +361,16 @@ class LRKeeper:
             body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
         if worker is not None:
             body["worker"] = worker
-        return StepAnswer.from_json(self._json("POST", f"{_run_path(run_id)}/steps", body=body))
+        return StepAnswer.from_json(self._json("POST", f"{run_path(run_id)}/steps", body=body))
 
     def current_lr(self, run_id: str) -> LrAnswer:
         """The run's lr now, including a ``set_lr`` made since its last step."""
-        return LrAnswer.from_json(self._json("GET", f"{_run_path(run_id)}/lr"))
+        return LrAnswer.from_json(self._json("GET", f"{run_path(run_id)}/lr"))
 
     def lr_at(self, run_id: str, step: int) -> LrAnswer:
         """The lr recorded after ``step``; ``NotFound`` if the run has not reached it."""
         return LrAnswer.from_json(
-            self._json("GET", f"{_run_path(run_id)}/lr", params={"step": step})
+            self._json("GET", f"{run_path(run_id)}/lr", params={"step": step})
         )
 
     # -- changing a running run ---------------------------------------------------------
@@ -374,11 +380,11 @@ class LRKeeper:
         body: JSONObject = {"lr": [as_number(value) for value in lr]}
         if reason is not None:
             body["reason"] = reason
-        return Run.from_json(self._json("POST", f"{_run_path(run_id)}/lr", body=body))
+        return Run.from_json(self._json("POST", f"{run_path(run_id)}/lr", body=body))
 
     def rewind(self, run_id: str, step: int) -> Run:
         """Put the run back to the state after ``step`` (later history is kept, superseded)."""
-        return Run.from_json(self._json("POST", f"{_run_path(run_id)}/rewind", body={"step": step}))
+        return Run.from_json(self._json("POST", f"{run_path(run_id)}/rewind", body={"step": step}))
 
     # -- history ------------------------------------------------------------------------
 
@@ -400,11 +406,11 @@ class LRKeeper:
             "limit": page_size,
             "include_superseded": "true" if include_superseded else None,
         }
-        for item in self._paged(f"{_run_path(run_id)}/history", params):
+        for item in self._paged(f"{run_path(run_id)}/history", params):
             yield HistoryItem.from_json(item)
 
     def events(self, run_id: str) -> list[Event]:
-        return [Event.from_json(item) for item in self._paged(f"{_run_path(run_id)}/events", {})]
+        return [Event.from_json(item) for item in self._paged(f"{run_path(run_id)}/events", {})]
 
     def preview(
         self,
@@ -429,7 +435,7 @@ class LRKeeper:
 
     def lr_suggestion(self, run_id: str) -> LrSuggestion:
         """An LR range test's suggestion; ``NotEnoughData`` before 10 steps."""
-        return LrSuggestion.from_json(self._json("GET", f"{_run_path(run_id)}/lr-suggestion"))
+        return LrSuggestion.from_json(self._json("GET", f"{run_path(run_id)}/lr-suggestion"))
 
     # -- transport ----------------------------------------------------------------------
 
@@ -468,7 +474,7 @@ class LRKeeper:
         timeout: float,
     ) -> Any:
         headers = {"Accept": "application/json, application/problem+json"}
-        headers["User-Agent"] = _USER_AGENT
+        headers["User-Agent"] = USER_AGENT
         if content is not None:
             headers["Content-Type"] = "application/json"
         if self.token:
@@ -505,11 +511,22 @@ def call_with_retries(
     if policy.deadline <= 0:
         return attempt(timeout)
     started = time.monotonic()
-    backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
-    last_attempt_seconds = 0.0
 
     def remaining() -> float:
         return policy.deadline - (time.monotonic() - started)
+
+    # The first attempt goes without tenacity: building its machinery costs ~45 µs, a
+    # tenth of a step report's client CPU, and most calls succeed at once. A retryable
+    # failure is handed to the loop below as its attempt 1, so waits, attempt counts and
+    # the deadline are what they would have been.
+    try:
+        return attempt(max(0.001, min(timeout, remaining())))
+    except LRKeeperError as failure:
+        if not is_retryable(failure):
+            raise
+        first_failure: LRKeeperError | None = failure
+    last_attempt_seconds = time.monotonic() - started
+    backoff = wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff)
 
     def wait(state: RetryCallState) -> float:
         retry_after = _retry_after_of(state)
@@ -523,7 +540,10 @@ def call_with_retries(
         return remaining() - state.upcoming_sleep <= last_attempt_seconds
 
     def timed_attempt() -> Any:
-        nonlocal last_attempt_seconds
+        nonlocal last_attempt_seconds, first_failure
+        if first_failure is not None:
+            made, first_failure = first_failure, None
+            raise made
         began = time.monotonic()
         try:
             return attempt(max(0.001, min(timeout, remaining())))
@@ -584,24 +604,41 @@ def _log_retry(operation: str) -> Any:
 
 
 def _service_error(response: httpx.Response) -> ServiceError:
+    return service_error(
+        response.status_code,
+        response.reason_phrase,
+        response.content,
+        response.headers.get("Retry-After"),
+        method=response.request.method,
+        url=str(response.request.url),
+    )
+
+
+def service_error(
+    status: int,
+    reason: str,
+    body: bytes,
+    retry_after: str | None,
+    *,
+    method: str,
+    url: str,
+) -> ServiceError:
+    """The exception for an error answer, whichever HTTP library received it (httpx here,
+    ``http.client`` in client.wire): a non-problem body (a proxy's HTML page) becomes a
+    problem of type ``about:blank`` so every ``ServiceError`` has the same shape."""
     try:
-        problem = response.json()
+        problem = json.loads(body)
     except ValueError:
         problem = None
     if not isinstance(problem, dict):
         problem = {
             "type": "about:blank",
-            "title": response.reason_phrase,
-            "status": response.status_code,
-            "detail": response.text[:500],
+            "title": reason,
+            "status": status,
+            "detail": body.decode("utf-8", errors="replace")[:500],
         }
-    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
     return error_from_problem(
-        response.status_code,
-        problem,
-        retry_after=retry_after,
-        method=response.request.method,
-        url=str(response.request.url),
+        status, problem, retry_after=_parse_retry_after(retry_after), method=method, url=url
     )
 
 
@@ -673,5 +710,5 @@ def _timestamp(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def _run_path(run_id: str) -> str:
+def run_path(run_id: str) -> str:
     return f"/v1/runs/{quote(run_id, safe='')}"

@@ -6,15 +6,36 @@ the step the service holds, and writes that step's lr — and momentum or
 ``betas[0]`` when the schedule cycles them — back into the optimizer. torch is
 never imported: an optimizer is anything with torch's ``param_groups`` (a list of
 dicts holding ``lr``, and ``momentum`` for SGD-like or ``betas`` for Adam-like groups).
+
+Pipelined (the default): :meth:`RemoteLRScheduler.step` hands its report to a
+background sender (client.pipeline) and returns at once; the answer is written into
+the optimizer just before anything uses it — torch's ``optimizer.step()`` (through
+``register_step_pre_hook``), a read of a group's ``lr`` / ``momentum`` / ``betas``,
+``optimizer.state_dict()``, or the scheduler's own :meth:`~RemoteLRScheduler.get_last_lr`,
+:meth:`~RemoteLRScheduler.state_dict`, :meth:`~RemoteLRScheduler.sync`. In a training
+loop the answer is usually in before that: forward and backward take longer than a
+round trip. A failed report raises its typed exception at the first of those points,
+so an optimizer never steps with values the run did not answer.
+
+How reads of the groups wait: each group dict is replaced, once, by a dict subclass
+(:class:`_ScheduledGroup`) whose reads of the scheduled keys first take the answer
+still on its way. That is also what makes an optimizer without torch's hooks (any
+object with ``param_groups``) pipelined. An optimizer whose groups are not dicts
+gets the blocking scheduler.
 """
 
 import os
+import random
 import socket
-from collections.abc import Mapping, Sequence
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, SupportsFloat
 
-from client.api import LRKeeper, Run, StepAnswer, as_number
-from client.errors import CheckpointAheadOfRun
+from client.api import LrAnswer, LRKeeper, Run, StepAnswer, as_number
+from client.errors import CheckpointAheadOfRun, DeadlineExceeded, NotFound
+from client.pipeline import PendingStep, StepSender
+from client.wire import step_reporter_for
 
 # The optimizer-group key holding what this client registered for a run, so an
 # optimizer restored from a checkpoint (whose lr is mid-schedule) still registers
@@ -25,6 +46,8 @@ REGISTERED_KEY = "lrkeeper_registered"
 # The metric name a bare number is sent under, for configs that name no monitor.
 _DEFAULT_MONITORS = {"ReduceLROnPlateau": "val_loss", "LRRangeTest": "loss"}
 _FALLBACK_MONITOR = "loss"
+# The group keys a schedule writes: reading one of them takes the answer on its way first.
+_SCHEDULED_KEYS = frozenset({"lr", "momentum", "betas"})
 
 
 class Optimizer(Protocol):
@@ -49,10 +72,13 @@ class RemoteLRScheduler:
 
     ``monitor`` names the metric a bare number passed to :meth:`step` is sent
     under; by default the run's own ``monitor`` (``val_loss`` for ReduceLROnPlateau).
-    """
 
-    last_epoch: int
-    _last_lr: list[float]
+    ``pipelined`` (default True): :meth:`step` returns at once and the answer reaches
+    the optimizer before its next step (module docstring). ``pipelined=False`` makes
+    :meth:`step` wait for the answer and write it before returning, and raise there if
+    the report fails: for code that must know the report is recorded when ``step()``
+    returns, or an optimizer that reads its groups in ways no dict method sees.
+    """
 
     def __init__(
         self,
@@ -65,6 +91,7 @@ class RemoteLRScheduler:
         token: str | None = None,
         monitor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        pipelined: bool = True,
     ) -> None:
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups:
@@ -77,6 +104,15 @@ class RemoteLRScheduler:
         self.client = client if client is not None else LRKeeper(url, token)
         self.worker = _worker_id()
         self.last_answer: StepAnswer | None = None
+        # The step whose values the optimizer holds, and the last one handed to the sender.
+        self._acknowledged_step = 0
+        self._reported_step = 0
+        self._last_lr: list[float] = []
+        self._pending: PendingStep | None = None
+        # Bumped when a failed report has been raised: later reports are sent again.
+        self._generation = 0
+        self._sender: StepSender | None = None
+        self._hook_handles: list[Any] = []
 
         try:
             if scheduler is None:
@@ -94,10 +130,26 @@ class RemoteLRScheduler:
         self.monitor = _resolve_monitor(run.scheduler, monitor)
         self.base_lrs: list[float] = _base_lrs(run)
         self._apply(run.step, run.lr, run.momentum)
+        self.pipelined = pipelined and all(isinstance(group, dict) for group in groups)
+        if self.pipelined:
+            self._sender = StepSender(step_reporter_for(self.client), run_id, self.worker)
+            self._wrap_groups()
+            self._hook_handles = _register_hooks(optimizer, weakref.ref(self))
 
     # -- torch's interface --------------------------------------------------------------
 
-    def step(self, metrics: Metrics = None) -> StepAnswer:
+    @property
+    def last_epoch(self) -> int:
+        """The number of steps reported, torch's ``last_epoch``; never waits.
+
+        Pipelined, a report still on its way is counted: a loop ``while
+        scheduler.last_epoch < total_steps`` keeps its overlap. Should that report fail,
+        the failure is raised where its answer is needed, and ``last_epoch`` falls back
+        to the run's acknowledged step.
+        """
+        return self._reported_step
+
+    def step(self, metrics: Metrics = None) -> StepAnswer | PendingStep:
         """Report one finished step (with its metrics) and take the lr the run answers.
 
         ``metrics`` is a number (sent under :attr:`monitor`, as
@@ -105,26 +157,39 @@ class RemoteLRScheduler:
         numbers, or nothing. Every rank may call it for every step: a step the run
         already has answers what it recorded, so all ranks hold the same values.
 
-        Returns the service's answer (``replayed``, ``events``, and ``stop`` for a
-        range test); torch's ``step()`` returns None, so code written for it is unaffected.
-        If the call fails (even after retries) nothing in the optimizer has changed.
+        Pipelined, it returns a :class:`~client.pipeline.PendingStep` at once (its
+        ``step`` is known; ``replayed``, ``events``, ``stop``, ``lr`` wait for the answer),
+        after raising the failure of an earlier report if that is already known.
+        Blocking, it returns the service's :class:`~client.api.StepAnswer`, and if the
+        call fails (even after retries) nothing in the optimizer has changed. torch's
+        ``step()`` returns None, so code written for it is unaffected either way.
         """
-        answer = self.client.report_step(
-            self.run_id, self.last_epoch + 1, self._metrics_body(metrics), worker=self.worker
-        )
-        self.last_answer = answer
-        self._apply(answer.step, answer.lr, answer.momentum)
-        return answer
+        body = self._metrics_body(metrics)  # converted now: a tensor may change later
+        if self._sender is None:
+            answer = self.client.report_step(
+                self.run_id, self._reported_step + 1, body, worker=self.worker
+            )
+            self.last_answer = answer
+            self._apply(answer.step, answer.lr, answer.momentum)
+            return answer
+        if self._pending is not None and self._pending.done():
+            self._settle()  # an answer already in costs nothing; a failure is raised now
+        pending = self._sender.submit(self._reported_step + 1, body, self._generation)
+        self._pending = pending
+        self._reported_step = pending.step
+        return pending
 
     def get_last_lr(self) -> list[float]:
         """The lr of each group after the last step (torch's ``get_last_lr()``)."""
+        self._settle()
         return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume this run at this step; plain data, torch-savable."""
+        self._settle()
         return {
             "run_id": self.run_id,
-            "last_epoch": self.last_epoch,
+            "last_epoch": self._acknowledged_step,
             "base_lrs": list(self.base_lrs),
             "_last_lr": list(self._last_lr),
         }
@@ -136,12 +201,14 @@ class RemoteLRScheduler:
         stay in its history, superseded); a run that never reached it raises
         :class:`~client.errors.CheckpointAheadOfRun`. Load it on every rank before
         any rank steps on (DDP's first backward pass already waits for all ranks).
+        A report still on its way is answered first, so it cannot land after the rewind.
         """
         saved_run_id = state_dict.get("run_id")
         if saved_run_id != self.run_id:
             raise ValueError(
                 f"the state is from run {saved_run_id!r}, this scheduler drives {self.run_id!r}"
             )
+        self._settle()
         checkpoint_step = int(state_dict["last_epoch"])
         run = self.client.get_run(self.run_id)
         if checkpoint_step > run.step:
@@ -156,28 +223,100 @@ class RemoteLRScheduler:
         """Take the run's values without reporting anything: its current values (which
         include a ``set_lr`` made since the last step), or those recorded at ``step``.
 
-        This is how ranks that do not report follow the one that does.
+        This is how ranks that do not report follow the one that does. A ``step`` the
+        run has not reached yet is waited for, up to the retry deadline: the rank that
+        reports may have handed it to its sender and not yet sent it.
         """
-        answer = (
-            self.client.current_lr(self.run_id)
-            if step is None
-            else self.client.lr_at(self.run_id, step)
-        )
+        self._settle()
+        answer = self.client.current_lr(self.run_id) if step is None else self._recorded(step)
         self._apply(answer.step, answer.lr, answer.momentum)
 
     def finish(self, status: str = "finished") -> None:
-        """Mark the run finished (or ``failed``) at the end of training."""
+        """Mark the run finished (or ``failed``) at the end of training, once the last
+        report is recorded (a step reported after it would be refused)."""
+        self._settle()
         self.client.finish(self.run_id, status)
 
     def close(self) -> None:
-        """Close the connection this scheduler opened (not a client that was passed in)."""
-        if self._owns_client:
-            self.client.close()
+        """Take the answer still on its way (raising its failure), end the sender thread,
+        and close the connection this scheduler opened (not a client that was passed in)."""
+        try:
+            self._settle()
+        finally:
+            if self._sender is not None:
+                self._sender.close()
+            for handle in self._hook_handles:
+                handle.remove()
+            self._hook_handles.clear()
+            if self._owns_client:
+                self.client.close()
+
+    def __del__(self) -> None:
+        # No waiting in a finalizer: the sender sends what it holds and ends on its own.
+        sender = getattr(self, "_sender", None)
+        if sender is not None:
+            sender.close(timeout=0)
+        for handle in getattr(self, "_hook_handles", ()):
+            handle.remove()
 
     def __repr__(self) -> str:
         return f"RemoteLRScheduler({self.run_id!r}, last_epoch={self.last_epoch}, {self.client!r})"
 
     # -- internals ----------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Wait for the answer to the last report handed over, and write it into the
+        optimizer; the reports go in order, so every earlier one is answered too.
+
+        A failed report is raised here, once: the scheduler is then back at the run's
+        acknowledged step, and the reports handed over after the failed one are dropped.
+        """
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        try:
+            answer = pending.result()
+        except BaseException:
+            if not pending.done():  # interrupted while waiting (Ctrl-C): nothing is decided
+                self._pending = pending
+                raise
+            self._reported_step = self._acknowledged_step
+            self._generation += 1
+            raise
+        self.last_answer = answer
+        self._apply(answer.step, answer.lr, answer.momentum)
+
+    def _recorded(self, step: int) -> LrAnswer:
+        """``lr_at(step)``, waiting while the run has not reached ``step`` (see :meth:`sync`).
+
+        A step the run has passed but no longer holds (a rewind superseded it) is
+        ``NotFound`` at once; waiting would not bring it back.
+        """
+        policy = self.client.retry
+        started = time.monotonic()
+        attempts = 0
+        backoff = policy.initial_backoff
+        while True:
+            attempts += 1
+            try:
+                return self.client.lr_at(self.run_id, step)
+            except NotFound as missing:
+                if self.client.current_lr(self.run_id).step >= step:
+                    # Reached now: recorded since the first look, or superseded for good.
+                    return self.client.lr_at(self.run_id, step)
+                elapsed = time.monotonic() - started
+                wait = random.uniform(0, backoff)
+                if elapsed + wait >= policy.deadline:
+                    raise DeadlineExceeded(
+                        f"GET lr at step {step}",
+                        attempts=attempts,
+                        elapsed=elapsed,
+                        deadline=policy.deadline,
+                        last_error=missing,
+                    ) from missing
+                time.sleep(wait)
+                backoff = min(backoff * 2, policy.max_backoff)
 
     def _registered_groups(self) -> list[dict[str, Any]]:
         """The groups to create the run from: what was registered for this run before the
@@ -193,6 +332,14 @@ class RemoteLRScheduler:
             registered.append(values)
         return registered
 
+    def _wrap_groups(self) -> None:
+        """Make every plain-dict group a :class:`_ScheduledGroup` of this scheduler: at
+        construction, and again after ``optimizer.load_state_dict`` put plain dicts back."""
+        groups = self.optimizer.param_groups
+        for index, group in enumerate(groups):
+            if type(group) is dict:
+                groups[index] = _ScheduledGroup(group, _settler(weakref.ref(self)))
+
     def _apply(self, step: int, lrs: Sequence[float], momenta: Sequence[float] | None) -> None:
         """Write the run's values into the optimizer as torch's schedulers do."""
         groups = self.optimizer.param_groups
@@ -201,10 +348,12 @@ class RemoteLRScheduler:
         if momenta is not None:
             for group, momentum in zip(groups, momenta, strict=True):
                 if "betas" in group:
-                    group["betas"] = (momentum, *group["betas"][1:])
+                    betas = _read(group, "betas")
+                    _write(group, "betas", (momentum, *betas[1:]))
                 else:
                     _write(group, "momentum", momentum)
-        self.last_epoch = step
+        self._acknowledged_step = step
+        self._reported_step = step
         self._last_lr = list(lrs)
 
     def _metrics_body(self, metrics: Metrics) -> dict[str, Any] | None:
@@ -213,6 +362,112 @@ class RemoteLRScheduler:
         if isinstance(metrics, Mapping):
             return {str(name): as_number(value) for name, value in metrics.items()}
         return {self.monitor: as_number(metrics)}
+
+
+class _ScheduledGroup(dict[str, Any]):
+    """An optimizer param group that takes its scheduler's answer on the way before it
+    shows (or lets anyone overwrite) a scheduled value.
+
+    torch's optimizers and training code read ``group["lr"]``; each read of ``lr``,
+    ``momentum`` or ``betas`` — and every method that hands out all values at once —
+    first calls ``settle``. A hand edit (``group["lr"] = x``) settles first too, so it
+    wins over the answer, as it did when the answer was written inside ``step()``.
+    Pickled or deep-copied it is a plain dict: no thread or scheduler travels with it.
+    """
+
+    __slots__ = ("_settle",)
+
+    def __init__(self, group: Mapping[str, Any], settle: Callable[[], None]) -> None:
+        super().__init__(group)
+        self._settle = settle
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _SCHEDULED_KEYS:
+            self._settle()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in _SCHEDULED_KEYS:
+            self._settle()
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _SCHEDULED_KEYS:
+            self._settle()
+        super().__setitem__(key, value)
+
+    def items(self) -> Any:
+        self._settle()
+        return super().items()
+
+    def values(self) -> Any:
+        self._settle()
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._settle()
+        return dict(super().items())
+
+    def __eq__(self, other: object) -> bool:
+        self._settle()
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        self._settle()
+        return super().__ne__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._settle()
+        return super().__repr__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self.copy(),))
+
+
+def _settler(scheduler: "weakref.ref[RemoteLRScheduler]") -> Callable[[], None]:
+    """``scheduler._settle`` without keeping the scheduler alive (the optimizer holds this)."""
+
+    def settle() -> None:
+        alive = scheduler()
+        if alive is not None and alive._pending is not None:
+            alive._settle()
+
+    return settle
+
+
+def _register_hooks(optimizer: Optimizer, scheduler: "weakref.ref[RemoteLRScheduler]") -> list[Any]:
+    """torch's optimizer hooks, where the optimizer has them: take the answer before the
+    optimizer steps, saves or loads its state, and re-wrap the groups a load replaced."""
+    settle = _settler(scheduler)
+
+    def before_step(_optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        settle()
+        rewrap()
+
+    def before_state_dict(_optimizer: Any) -> None:
+        settle()
+
+    def before_load(_optimizer: Any, _state_dict: Any) -> None:
+        settle()
+
+    def rewrap(_optimizer: Any = None) -> None:
+        alive = scheduler()
+        if alive is not None:
+            alive._wrap_groups()
+
+    handles = []
+    for method_name, hook in (
+        ("register_step_pre_hook", before_step),
+        ("register_state_dict_pre_hook", before_state_dict),
+        ("register_load_state_dict_pre_hook", before_load),
+        ("register_load_state_dict_post_hook", rewrap),
+    ):
+        register = getattr(optimizer, method_name, None)
+        if callable(register):
+            handles.append(register(hook))
+    return handles
 
 
 def _group_values(group: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,11 +480,18 @@ def _group_values(group: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _write(group: dict[str, Any], key: str, value: float) -> None:
+def _read(group: dict[str, Any], key: str) -> Any:
+    """``group[key]`` past a :class:`_ScheduledGroup`'s settling: its caller is settling."""
+    return dict.__getitem__(group, key) if isinstance(group, dict) else group[key]
+
+
+def _write(group: dict[str, Any], key: str, value: Any) -> None:
     """A tensor-valued lr (torch's capturable optimizers) is filled in place, as torch does."""
-    current = group.get(key)
-    if current is not None and hasattr(current, "fill_"):
+    current = dict.get(group, key) if isinstance(group, dict) else group.get(key)
+    if current is not None and not isinstance(current, float) and hasattr(current, "fill_"):
         current.fill_(value)
+    elif isinstance(group, dict):
+        dict.__setitem__(group, key, value)
     else:
         group[key] = value
 

@@ -73,7 +73,7 @@ def train(rank: int, world_size: int, arguments: argparse.Namespace) -> None:
         else:
             if rank == 0:
                 scheduler.step(val_loss)
-            dist.barrier()  # rank 0's step is recorded once the barrier opens
+            dist.barrier()  # rank 0 has handed its step over; sync() waits until it is recorded
             if rank != 0:
                 scheduler.sync(step=scheduler.last_epoch + 1)
         held.append(

@@ -77,6 +77,7 @@ def test_set_lr_reaches_the_optimizer_through_sync_and_later_steps_continue_from
     optimizer = ParamGroupsOnly()
     scheduler = RemoteLRScheduler(optimizer, run_id, COSINE, client=keeper)
     scheduler.step()
+    scheduler.get_last_lr()  # step 1 is recorded before the hand edit, in torch's order
     keeper.set_lr(run_id, [0.05, 0.005], reason="loss spike")
     scheduler.sync()
     assert [group["lr"] for group in optimizer.param_groups] == [0.05, 0.005]
@@ -148,7 +149,8 @@ def test_scheduler_types_lists_every_type(keeper: LRKeeper) -> None:
 
 
 def test_attaching_without_a_config_takes_the_existing_run(keeper: LRKeeper, run_id: str) -> None:
-    creator = RemoteLRScheduler(ParamGroupsOnly(), run_id, COSINE, client=keeper)
+    # Blocking, so the step is recorded before another scheduler looks at the run.
+    creator = RemoteLRScheduler(ParamGroupsOnly(), run_id, COSINE, client=keeper, pipelined=False)
     creator.step()
     optimizer = ParamGroupsOnly()
     attached = RemoteLRScheduler(optimizer, run_id, client=keeper)
@@ -162,6 +164,7 @@ def test_bare_metric_goes_under_the_monitor_the_run_names(keeper: LRKeeper, run_
     scheduler = RemoteLRScheduler(ParamGroupsOnly(), run_id, config, client=keeper)
     assert scheduler.monitor == "acc"
     scheduler.step(torch.tensor(0.75))  # a 0-dim tensor, as training code passes it
+    scheduler.get_last_lr()  # the report is recorded once its answer is in
     (recorded,) = keeper.history(run_id, start=1)
     assert recorded.metrics == {"acc": 0.75}
     with pytest.raises(ValueError, match="monitor"):

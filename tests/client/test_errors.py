@@ -93,18 +93,23 @@ def test_skipping_steps_of_a_metric_driven_run_raises_step_out_of_order(
     assert raised.value.expected_step == 1
 
 
-def test_stepping_past_one_cycle_raises_schedule_ended(keeper: LRKeeper, run_id: str) -> None:
+@pytest.mark.parametrize("pipelined", [False, True], ids=["blocking", "pipelined"])
+def test_stepping_past_one_cycle_raises_schedule_ended(
+    keeper: LRKeeper, run_id: str, pipelined: bool
+) -> None:
     scheduler = RemoteLRScheduler(
         ParamGroupsOnly(),
         run_id,
         {"type": "OneCycleLR", "params": {"max_lr": 0.1, "total_steps": 3}},
         client=keeper,
+        pipelined=pipelined,
     )
     for _ in range(3):  # torch allows step total_steps itself
         scheduler.step()
     lr_at_end = scheduler.get_last_lr()
     with pytest.raises(ScheduleEnded) as raised:
-        scheduler.step()
+        scheduler.step()  # blocking: raised here
+        scheduler.get_last_lr()  # pipelined: raised where the answer is needed
     assert (raised.value.step, raised.value.total_steps) == (4, 3)
     assert (scheduler.last_epoch, scheduler.get_last_lr()) == (3, lr_at_end)
 
@@ -129,12 +134,16 @@ def test_config_torch_refuses_raises_invalid_config_naming_the_field(
     assert any("step_size" in error["loc"] for error in raised.value.errors)
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["blocking", "pipelined"])
 def test_missing_metric_raises_invalid_request_that_is_not_about_the_config(
-    keeper: LRKeeper, run_id: str
+    keeper: LRKeeper, run_id: str, pipelined: bool
 ) -> None:
-    scheduler = RemoteLRScheduler(ParamGroupsOnly(), run_id, PLATEAU, client=keeper)
+    scheduler = RemoteLRScheduler(
+        ParamGroupsOnly(), run_id, PLATEAU, client=keeper, pipelined=pipelined
+    )
     with pytest.raises(InvalidRequest) as raised:
         scheduler.step()
+        scheduler.get_last_lr()
     assert not isinstance(raised.value, InvalidConfig)
     assert any("val_loss" in error["loc"] for error in raised.value.errors)
     assert scheduler.last_epoch == 0
@@ -371,19 +380,21 @@ def test_closed_port_without_retries_raises_transport_error() -> None:
     assert not isinstance(raised.value, DeadlineExceeded)
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["blocking", "pipelined"])
 def test_step_that_gives_up_leaves_the_optimizer_untouched(
-    server_factory: ServerPool, run_id: str
+    server_factory: ServerPool, run_id: str, pipelined: bool
 ) -> None:
     server = server_factory("sqlite")
     policy = RetryPolicy(deadline=1.0, initial_backoff=0.05, max_backoff=0.2)
     optimizer = ParamGroupsOnly()
     with LRKeeper(server.base_url, retry=policy) as api:
-        scheduler = RemoteLRScheduler(optimizer, run_id, COSINE, client=api)
+        scheduler = RemoteLRScheduler(optimizer, run_id, COSINE, client=api, pipelined=pipelined)
         scheduler.step()
         held = (scheduler.last_epoch, scheduler.get_last_lr(), optimizer.param_groups[0]["lr"])
         server.kill()
         with pytest.raises(DeadlineExceeded):
             scheduler.step()
+            optimizer.param_groups[0]["lr"]  # pipelined: raised where the lr is read
         assert (scheduler.last_epoch, scheduler.get_last_lr(), optimizer.param_groups[0]["lr"]) == (
             held
         )

@@ -23,6 +23,7 @@ PUBLIC_NAMES = [
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
+    "PendingStep",
     "Preview",
     "RemoteLRScheduler",
     "RetryPolicy",
