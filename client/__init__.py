@@ -25,10 +25,12 @@ from client.errors import (
     Forbidden,
     InternalError,
     InvalidConfig,
+    InvalidJson,
     InvalidRequest,
     LRKeeperError,
     NotEnoughData,
     NotFound,
+    PayloadTooLarge,
     RunConflict,
     RunNotRunning,
     ScheduleEnded,
@@ -39,6 +41,7 @@ from client.errors import (
     TooManyRequests,
     TransportError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from client.pipeline import PendingStep
 from client.scheduler import RemoteLRScheduler
@@ -52,6 +55,7 @@ __all__ = [
     "HistoryItem",
     "InternalError",
     "InvalidConfig",
+    "InvalidJson",
     "InvalidRequest",
     "LRKeeper",
     "LRKeeperError",
@@ -59,6 +63,7 @@ __all__ = [
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
+    "PayloadTooLarge",
     "PendingStep",
     "Preview",
     "RemoteLRScheduler",
@@ -75,4 +80,5 @@ __all__ = [
     "TooManyRequests",
     "TransportError",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]

@@ -8,6 +8,9 @@ a caller never has to know httpx::
 
     LRKeeperError
     ├── ServiceError(status, problem)        the service answered with a problem
+    │   ├── InvalidJson                      400 invalid-json: malformed, not UTF-8, too deep
+    │   ├── PayloadTooLarge                  413 payload-too-large (``limit``, ``max``)
+    │   ├── UnsupportedMediaType             415 unsupported-media-type
     │   ├── InvalidRequest(errors)           422 invalid-request
     │   │   └── InvalidConfig                ... whose fields are in the scheduler or param groups
     │   ├── Unauthorized                     401 unauthorized
@@ -82,6 +85,24 @@ class ServiceError(LRKeeperError):
     @property
     def detail(self) -> str:
         return str(self.problem.get("detail", ""))
+
+
+class InvalidJson(ServiceError):
+    """400: the body was not JSON the service could read (malformed, not UTF-8, too deep)."""
+
+    slug = "invalid-json"
+
+
+class PayloadTooLarge(ServiceError):
+    """413: the body is larger than the service's ``LRKEEPER_MAX_BODY_BYTES``."""
+
+    slug = "payload-too-large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """415: the body was not sent as ``application/json``."""
+
+    slug = "unsupported-media-type"
 
 
 class InvalidRequest(ServiceError):
@@ -258,28 +279,23 @@ class CheckpointAheadOfRun(LRKeeperError):
         )
 
 
-_BY_SLUG: dict[str, type[ServiceError]] = {
-    cls.slug: cls
-    for cls in (
-        InvalidRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        RunConflict,
-        StepOutOfOrder,
-        ScheduleEnded,
-        NotEnoughData,
-        TooManyRequests,
-        InternalError,
-        ServiceUnavailable,
-    )
-    if cls.slug is not None
-}
+def _with_slugs(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    found = [cls] if cls.slug is not None and "slug" in vars(cls) else []
+    for subclass in cls.__subclasses__():
+        found.extend(_with_slugs(subclass))
+    return found
+
+
+# Every class above that names a slug: a class added later cannot be left out.
+_BY_SLUG: dict[str, type[ServiceError]] = {cls.slug: cls for cls in _with_slugs(ServiceError)}  # type: ignore[misc]
 _BY_STATUS: dict[int, type[ServiceError]] = {
+    400: InvalidJson,
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     422: InvalidRequest,
     429: TooManyRequests,
     500: InternalError,

@@ -31,6 +31,7 @@ from client import (
     RemoteLRScheduler,
     RetryPolicy,
     RunConflict,
+    RunNotRunning,
     ScheduleEnded,
     ServiceError,
     ServiceUnavailable,
@@ -39,6 +40,8 @@ from client import (
     TransportError,
     Unauthorized,
 )
+from client.errors import error_from_problem
+from service import problems
 from tests.conftest import POSTGRES_ADMIN_URL, ServerPool, free_port, libpq_url
 
 COSINE = {"type": "CosineAnnealingLR", "params": {"T_max": 10}}
@@ -91,6 +94,36 @@ def test_skipping_steps_of_a_metric_driven_run_raises_step_out_of_order(
     with pytest.raises(StepOutOfOrder) as raised:
         keeper.report_step(run_id, 3, {"val_loss": 1.0})
     assert raised.value.expected_step == 1
+
+
+def every_problem_class(cls: type[problems.Problem]) -> list[type[problems.Problem]]:
+    found = [cls]
+    for subclass in cls.__subclasses__():
+        found.extend(every_problem_class(subclass))
+    return found
+
+
+# A 405 answers a method the path lacks: the client never sends one.
+NEVER_MET_BY_THE_CLIENT = {"method-not-allowed"}
+
+
+def test_every_problem_the_service_answers_has_a_client_class_of_its_own() -> None:
+    for problem_class in every_problem_class(problems.Problem):
+        if problem_class.slug in NEVER_MET_BY_THE_CLIENT:
+            continue
+        body = problem_class("detail").to_dict()
+        error = error_from_problem(problem_class.status, body)
+        assert getattr(type(error), "slug", None) == problem_class.slug, problem_class
+
+
+def test_a_step_on_a_finished_run_raises_run_not_running(keeper: LRKeeper, run_id: str) -> None:
+    keeper.put_run(run_id, COSINE, GROUPS)
+    keeper.report_step(run_id, 1)
+    keeper.finish(run_id)
+    with pytest.raises(RunNotRunning) as raised:
+        keeper.report_step(run_id, 2)
+    assert raised.value.problem["run_status"] == "finished"
+    assert keeper.report_step(run_id, 1).replayed
 
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["blocking", "pipelined"])

@@ -16,6 +16,7 @@ PUBLIC_NAMES = [
     "HistoryItem",
     "InternalError",
     "InvalidConfig",
+    "InvalidJson",
     "InvalidRequest",
     "LRKeeper",
     "LRKeeperError",
@@ -23,6 +24,7 @@ PUBLIC_NAMES = [
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
+    "PayloadTooLarge",
     "PendingStep",
     "Preview",
     "RemoteLRScheduler",
@@ -39,6 +41,7 @@ PUBLIC_NAMES = [
     "TooManyRequests",
     "TransportError",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 HEAVY_PACKAGES = ["torch", "fastapi", "starlette", "sqlalchemy", "pydantic", "uvicorn", "alembic"]
 
