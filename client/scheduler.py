@@ -15,6 +15,7 @@ from typing import Any, Protocol, SupportsFloat
 
 from client.api import LRKeeper, Run, StepAnswer, as_number
 from client.errors import CheckpointAheadOfRun
+from client.torch_flavour import torch_flavour
 
 # The optimizer-group key holding what this client registered for a run, so an
 # optimizer restored from a checkpoint (whose lr is mid-schedule) still registers
@@ -93,6 +94,8 @@ class RemoteLRScheduler:
         self.scheduler_config: dict[str, Any] = run.scheduler
         self.monitor = _resolve_monitor(run.scheduler, monitor)
         self.base_lrs: list[float] = _base_lrs(run)
+        # Also torch's LRScheduler (or ReduceLROnPlateau) when torch is loaded, for frameworks.
+        self.__class__ = torch_flavour(type(self), run.scheduler)
         self._apply(run.step, run.lr, run.momentum)
 
     # -- torch's interface --------------------------------------------------------------
