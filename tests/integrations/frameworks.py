@@ -38,4 +38,15 @@ def _lightning(
     lightning_training.train_remote(url, run_id, checkpoint_dir, steps, report)
 
 
-FRAMEWORKS: Mapping[str, RemoteTraining] = {"lightning": _lightning}
+def _transformers(
+    url: str, run_id: str, checkpoint_dir: Path, steps: int, report: StepReporter
+) -> None:
+    from tests.integrations import transformers_training
+
+    transformers_training.train_remote(url, run_id, checkpoint_dir, steps, report)
+
+
+FRAMEWORKS: Mapping[str, RemoteTraining] = {
+    "lightning": _lightning,
+    "transformers": _transformers,
+}

@@ -23,6 +23,8 @@ PROCESS_DEADLINE_SECONDS = 240
 KILL_AFTER_STEP = 2 * CHECKPOINT_EVERY + 2
 
 StepLine = tuple[int, list[float]]
+# The worker's lines begin so; frameworks print their own (the Trainer prints a dict, too).
+STEP_LINE_START = '{"step": '
 
 
 def _start(
@@ -42,7 +44,7 @@ def _start(
 
 
 def _step_lines(output: list[str]) -> list[StepLine]:
-    parsed = (json.loads(line) for line in output if line.startswith("{"))
+    parsed = (json.loads(line) for line in output if line.startswith(STEP_LINE_START))
     return [(int(line["step"]), line["lr"]) for line in parsed]
 
 
@@ -55,7 +57,7 @@ def kill_and_resume(
     before_kill: list[str] = []
     for raw in first.stdout:
         before_kill.append(raw)
-        if raw.startswith("{") and json.loads(raw)["step"] >= KILL_AFTER_STEP:
+        if raw.startswith(STEP_LINE_START) and json.loads(raw)["step"] >= KILL_AFTER_STEP:
             break
     first.send_signal(signal.SIGKILL)
     first.wait()
