@@ -46,7 +46,16 @@ def _transformers(
     transformers_training.train_remote(url, run_id, checkpoint_dir, steps, report)
 
 
+def _accelerate(
+    url: str, run_id: str, checkpoint_dir: Path, steps: int, report: StepReporter
+) -> None:
+    from tests.integrations import accelerate_training
+
+    accelerate_training.train_remote(url, run_id, checkpoint_dir, steps, report)
+
+
 FRAMEWORKS: Mapping[str, RemoteTraining] = {
+    "accelerate": _accelerate,
     "lightning": _lightning,
     "transformers": _transformers,
 }
