@@ -51,7 +51,8 @@ def train(
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
-    loader = DataLoader(dataset(steps), batch_size=BATCH_SIZE)
+    # Each process gets 1/N of the batches: N times the data keeps `steps` steps per process.
+    loader = DataLoader(dataset(steps * accelerator.num_processes), batch_size=BATCH_SIZE)
     scheduler = make_scheduler(optimizer)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
@@ -75,7 +76,6 @@ def train(
             done += 1
             if checkpoint_dir is not None and done % CHECKPOINT_EVERY == 0:
                 accelerator.save_state(str(checkpoint_dir / f"step-{done}"))
-    accelerator.end_training()
 
 
 def _step_of(checkpoint: Path) -> int:
