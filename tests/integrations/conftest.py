@@ -1,8 +1,7 @@
-"""Fixtures for the framework integrations: one live ``lrkeeper serve`` per module, on SQLite.
+"""Fixtures for the framework integrations, on tests/conftest.py's ``sqlite_server``.
 
 What these tests prove is about the frameworks (what they call, in which order,
-what they save), not the storage, which tests/client covers on both backends; one
-backend keeps the real frameworks' start-up cost paid once per module.
+what they save), not the storage, which tests/client covers on both backends.
 """
 
 import re
@@ -13,21 +12,12 @@ import pytest
 
 from client import LRKeeper, RetryPolicy
 from tests.client.conftest import TEST_DEADLINE_SECONDS
-from tests.conftest import LiveServer, ServerPool
-
-
-@pytest.fixture(scope="module")
-def lr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    pool = ServerPool(tmp_path_factory.mktemp("integrations"))
-    try:
-        yield pool("sqlite")
-    finally:
-        pool.close()
+from tests.conftest import LiveServer
 
 
 @pytest.fixture
-def keeper(lr_server: LiveServer) -> Iterator[LRKeeper]:
-    with LRKeeper(lr_server.base_url, retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as api:
+def keeper(sqlite_server: LiveServer) -> Iterator[LRKeeper]:
+    with LRKeeper(sqlite_server.base_url, retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as api:
         yield api
 
 

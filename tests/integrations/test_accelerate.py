@@ -46,10 +46,10 @@ def test_prepared_schedule_matches_torch_once_per_optimizer_step(
 
 
 def test_killed_accelerate_loop_resumed_with_load_state_matches_torch(
-    lr_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
+    sqlite_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
 ) -> None:
     expected = accelerate_lrs(torch_one_cycle)
-    killed, resumed = kill_and_resume("accelerate", lr_server.base_url, run_id, tmp_path)
+    killed, resumed = kill_and_resume("accelerate", sqlite_server.base_url, run_id, tmp_path)
     assert resumed[0][0] < killed[-1][0], "the resumed process must go back to a checkpoint"
     for step, lrs in killed + resumed:
         assert lrs == expected[step], f"step {step}"
@@ -59,7 +59,7 @@ def test_killed_accelerate_loop_resumed_with_load_state_matches_torch(
 
 
 def test_two_processes_advance_the_run_once_per_optimizer_step(
-    lr_server: LiveServer, keeper: LRKeeper, run_id: str
+    sqlite_server: LiveServer, keeper: LRKeeper, run_id: str
 ) -> None:
     expected = accelerate_lrs(torch_one_cycle)
     recipe_run, default_run = f"{run_id}-recipe", f"{run_id}-default"
@@ -67,7 +67,7 @@ def test_two_processes_advance_the_run_once_per_optimizer_step(
     ranks = [
         subprocess.Popen(
             [
-                *(sys.executable, str(RANK_SCRIPT), "--url", lr_server.base_url),
+                *(sys.executable, str(RANK_SCRIPT), "--url", sqlite_server.base_url),
                 *("--recipe-run", recipe_run, "--default-run", default_run),
                 *("--steps", str(STEPS)),
             ],

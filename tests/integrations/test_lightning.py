@@ -63,10 +63,10 @@ def test_plateau_schedule_gets_lightnings_monitored_metric(
 
 
 def test_killed_training_resumed_from_lightning_checkpoint_matches_torch(
-    lr_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
+    sqlite_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
 ) -> None:
     expected = lightning_lrs(torch_one_cycle)
-    killed, resumed = kill_and_resume("lightning", lr_server.base_url, run_id, tmp_path)
+    killed, resumed = kill_and_resume("lightning", sqlite_server.base_url, run_id, tmp_path)
     assert resumed[0][0] < killed[-1][0], "the resumed process must go back to a checkpoint"
     for step, lrs in killed + resumed:
         assert lrs == expected[step], f"step {step}"

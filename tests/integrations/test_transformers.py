@@ -39,11 +39,11 @@ def test_trainer_schedule_matches_torch_every_step(
 
 
 def test_killed_trainer_resumed_from_its_checkpoint_matches_torch(
-    lr_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
+    sqlite_server: LiveServer, keeper: LRKeeper, run_id: str, tmp_path: Path
 ) -> None:
     expected = trainer_lrs(torch_one_cycle, tmp_path / "torch")
     checkpoints = tmp_path / "remote"
-    killed, resumed = kill_and_resume("transformers", lr_server.base_url, run_id, checkpoints)
+    killed, resumed = kill_and_resume("transformers", sqlite_server.base_url, run_id, checkpoints)
     assert resumed[0][0] < killed[-1][0], "the resumed process must go back to a checkpoint"
     for step, lrs in killed + resumed:
         assert lrs == expected[step], f"step {step}"
