@@ -4,9 +4,13 @@ No ``lr_scheduler_step`` override: Lightning accepts the scheduler as torch's
 (``LRScheduler``, or ``ReduceLROnPlateau`` for a plateau config, which is what makes
 Lightning pass it the monitored metric), steps it per step or per epoch, saves its
 ``state_dict`` in its checkpoints and loads it on resume. Every step's lr equals
-the same Lightning run driven by torch's scheduler.
+the same Lightning run driven by torch's scheduler, in every rank of a DDP job too.
 """
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +18,9 @@ import torch
 from torch.optim import lr_scheduler
 
 from client import LRKeeper, RemoteLRScheduler
-from tests.conftest import LiveServer
+from tests.conftest import PROJECT_ROOT, LiveServer
 from tests.integrations.frameworks import STEPS, one_cycle_config, torch_one_cycle
-from tests.integrations.killing import kill_and_resume
+from tests.integrations.killing import PROCESS_DEADLINE_SECONDS, kill_and_resume
 from tests.integrations.lightning_training import (
     BATCHES_PER_EPOCH,
     SchedulerFactory,
@@ -25,6 +29,8 @@ from tests.integrations.lightning_training import (
 )
 
 pytestmark = [pytest.mark.torch, pytest.mark.integrations]
+
+DDP_SCRIPT = Path(__file__).with_name("lightning_ddp.py")
 
 # mode="max" on a falling loss: nothing improves, so every report after the first halves lr.
 PLATEAU = {"mode": "max", "factor": 0.5, "patience": 0}
@@ -73,3 +79,26 @@ def test_killed_training_resumed_from_lightning_checkpoint_matches_torch(
     assert resumed[-1][0] == STEPS - 1
     history = list(keeper.history(run_id, page_size=1000))
     assert [item.lr for item in history][:STEPS] == [expected[step] for step in range(STEPS)]
+
+
+def test_ddp_ranks_share_one_run_and_match_torch(
+    sqlite_server: LiveServer, keeper: LRKeeper, run_id: str
+) -> None:
+    """Lightning's ddp strategy on two CPU processes (gloo): every rank steps the run."""
+    expected = lightning_lrs(torch_one_cycle)
+    completed = subprocess.run(
+        [
+            *(sys.executable, str(DDP_SCRIPT), "--url", sqlite_server.base_url),
+            *("--run-id", run_id, "--steps", str(STEPS)),
+        ],
+        cwd=PROJECT_ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LRKEEPER_")},
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_DEADLINE_SECONDS,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    for rank in (0, 1):
+        assert {line["step"]: line["lr"] for line in lines if line["rank"] == rank} == expected
+    assert keeper.get_run(run_id).step == STEPS
