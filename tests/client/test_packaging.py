@@ -8,6 +8,7 @@ project's own setuptools rather than installed over the test environment.
 """
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -41,6 +42,16 @@ print(json.dumps({
 """
 
 
+def user_environment() -> dict[str, str]:
+    """The test's environment, less what would lead pip or a script to the checkout
+    (a PYTHONPATH holding it shows pip its lrkeeper.egg-info as installed) or to torch."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name != "PYTHONPATH" and not name.startswith("LRKEEPER_")
+    }
+
+
 def fresh_venv(directory: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True)
     return directory / "bin" / "python"
@@ -50,6 +61,7 @@ def pip(*arguments: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "--quiet", *arguments],
         cwd=PROJECT_ROOT,
+        env=user_environment(),
         check=True,
         capture_output=True,
     )
@@ -59,10 +71,11 @@ def run_user_script(python: Path, server: LiveServer, run_id: str, cwd: Path) ->
     completed = subprocess.run(
         [str(python), "-c", USER_SCRIPT, server.base_url, run_id],
         cwd=cwd,
-        check=True,
+        env=user_environment(),
         capture_output=True,
         text=True,
     )
+    assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout)
 
 
