@@ -2,7 +2,8 @@
 
 The Trainer steps it after every optimizer step, saves its ``state_dict`` in each
 checkpoint (``scheduler.pt``) and loads it on ``resume_from_checkpoint``, which
-rewinds the run to the checkpoint. Every step's lr equals the same Trainer run
+rewinds the run to the checkpoint; a plateau config is stepped with the evaluation
+loss. Every step's lr equals the same Trainer run
 driven by torch's scheduler, across a SIGKILL and a resume too.
 """
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.optim import lr_scheduler
 
 from client import LRKeeper, RemoteLRScheduler
 from tests.conftest import LiveServer
@@ -20,9 +22,15 @@ from tests.integrations.transformers_training import SchedulerFactory, train
 pytestmark = [pytest.mark.torch, pytest.mark.integrations]
 
 
-def trainer_lrs(make_scheduler: SchedulerFactory, output_dir: Path) -> dict[int, list[float]]:
+# mode="max" on a falling loss: nothing improves, so every evaluation after the first halves lr.
+PLATEAU = {"mode": "max", "factor": 0.5, "patience": 0}
+
+
+def trainer_lrs(
+    make_scheduler: SchedulerFactory, output_dir: Path, eval_steps: int = 0
+) -> dict[int, list[float]]:
     lrs: dict[int, list[float]] = {}
-    train(make_scheduler, STEPS, output_dir, report=lrs.__setitem__)
+    train(make_scheduler, STEPS, output_dir, report=lrs.__setitem__, eval_steps=eval_steps)
     return lrs
 
 
@@ -36,6 +44,21 @@ def test_trainer_schedule_matches_torch_every_step(
     assert sorted(expected) == list(range(STEPS))
     assert trainer_lrs(remote, tmp_path / "remote") == expected
     assert keeper.get_run(run_id).step == STEPS
+
+
+def test_plateau_schedule_is_stepped_with_the_trainers_eval_loss(
+    keeper: LRKeeper, run_id: str, tmp_path: Path
+) -> None:
+    def local(optimizer: torch.optim.Optimizer) -> lr_scheduler.ReduceLROnPlateau:
+        return lr_scheduler.ReduceLROnPlateau(optimizer, **PLATEAU)
+
+    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
+        config = {"type": "ReduceLROnPlateau", "params": PLATEAU, "monitor": "eval_loss"}
+        return RemoteLRScheduler(optimizer, run_id, config, client=keeper)
+
+    expected = trainer_lrs(local, tmp_path / "torch", eval_steps=4)
+    assert trainer_lrs(remote, tmp_path / "remote", eval_steps=4) == expected
+    assert len({tuple(lrs) for lrs in expected.values()}) > 2, "the plateau must cut lr"
 
 
 def test_killed_trainer_resumed_from_its_checkpoint_matches_torch(

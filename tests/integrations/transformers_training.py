@@ -64,8 +64,17 @@ def train(
     report: StepReporter,
     save_steps: int = 0,
     resume: bool = False,
+    eval_steps: int = 0,
 ) -> None:
-    """``steps`` optimizer steps of the Trainer on CPU, checkpointing every ``save_steps``."""
+    """``steps`` optimizer steps of the Trainer on CPU, checkpointing every ``save_steps``
+    and evaluating every ``eval_steps`` (which steps a plateau scheduler with ``eval_loss``)."""
+    evaluation: dict[str, Any] = {}
+    if eval_steps:
+        evaluation = {
+            "eval_strategy": "steps",
+            "eval_steps": eval_steps,
+            "metric_for_best_model": "eval_loss",
+        }
     model = TinyRegression()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
     arguments = transformers.TrainingArguments(
@@ -80,11 +89,13 @@ def train(
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        **evaluation,
     )
     trainer = transformers.Trainer(
         model=model,
         args=arguments,
         train_dataset=dataset(steps),  # type: ignore[arg-type]
+        eval_dataset=dataset(2, seed=2) if eval_steps else None,  # type: ignore[arg-type]
         optimizers=(optimizer, make_scheduler(optimizer)),
         callbacks=[ReportSteps(optimizer, report)],
     )
