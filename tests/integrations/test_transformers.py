@@ -3,8 +3,8 @@
 The Trainer steps it after every optimizer step, saves its ``state_dict`` in each
 checkpoint (``scheduler.pt``) and loads it on ``resume_from_checkpoint``, which
 rewinds the run to the checkpoint; a plateau config is stepped with the evaluation
-loss. Every step's lr equals the same Trainer run
-driven by torch's scheduler, across a SIGKILL and a resume too.
+loss. Every step's lr equals the same Trainer run driven by torch's scheduler,
+across a SIGKILL and a resume too.
 """
 
 from pathlib import Path
