@@ -36,7 +36,9 @@ DDP_SCRIPT = Path(__file__).with_name("lightning_ddp.py")
 PLATEAU = {"mode": "max", "factor": 0.5, "patience": 0}
 
 
-def lightning_lrs(make_scheduler: SchedulerFactory, steps: int = STEPS, **options: str) -> dict:
+def lightning_lrs(
+    make_scheduler: SchedulerFactory, steps: int = STEPS, **options: str
+) -> dict[int, list[float]]:
     module = TinyRegression(make_scheduler, **options)
     fit(module, steps)
     return module.lrs
