@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,10 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.access
 	$(BIN)/python -m bench.load
 
+# The client as a wheel (dist/lrkeeper-*.whl): `pip install dist/lrkeeper-*.whl` brings httpx and
+# tenacity only. tests/client/test_packaging.py builds it with the same command.
+dist: | $(BIN)/python
+	$(BIN)/pip wheel --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist build

@@ -35,6 +35,7 @@ from typing import Any, Protocol, SupportsFloat
 from client.api import LrAnswer, LRKeeper, Run, StepAnswer, as_number
 from client.errors import CheckpointAheadOfRun, DeadlineExceeded, NotFound
 from client.pipeline import PendingStep, StepSender
+from client.torch_flavour import torch_flavour
 from client.wire import step_reporter_for
 
 # The optimizer-group key holding what this client registered for a run, so an
@@ -129,6 +130,8 @@ class RemoteLRScheduler:
         self.scheduler_config: dict[str, Any] = run.scheduler
         self.monitor = _resolve_monitor(run.scheduler, monitor)
         self.base_lrs: list[float] = _base_lrs(run)
+        # Also torch's LRScheduler (or ReduceLROnPlateau) when torch is loaded, for frameworks.
+        self.__class__ = torch_flavour(type(self), run.scheduler)
         self._apply(run.step, run.lr, run.momentum)
         self.pipelined = pipelined and all(isinstance(group, dict) for group in groups)
         if self.pipelined:

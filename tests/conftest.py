@@ -308,6 +308,17 @@ def live_server(
         pool.close()
 
 
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Like ``live_server`` on SQLite only, for tests whose subject is not the storage
+    (frameworks, packaging) and whose cost would double for nothing on a second backend."""
+    pool = ServerPool(tmp_path_factory.mktemp("live-sqlite-only"))
+    try:
+        yield pool("sqlite")
+    finally:
+        pool.close()
+
+
 @pytest.fixture
 def client(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.base_url, timeout=30) as http_client:
