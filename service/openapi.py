@@ -55,7 +55,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
         "step": {"type": "integer"},
         "total_steps": {"type": "integer", "description": "schedule-ended"},
-        "parameter": {"type": "string", "description": "schedule-failed"},
+        "parameter": {
+            "type": ["string", "null"],
+            "description": "schedule-failed: the parameter that failed, when one did",
+        },
         "reason": {"type": "string", "description": "schedule-failed"},
         "limit": {"type": ["string", "null"], "description": "the setting a request exceeded"},
         "max": {"type": ["integer", "null"], "description": "that setting's value"},

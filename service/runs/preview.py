@@ -47,8 +47,10 @@ def preview(
                 ["body", "metrics"],
                 f"step {step} needs a metric ({error.name!r}): give metrics[{step - 1}]",
             ) from None
-        except (schedules.StepPastEnd, schedules.InvalidStepValue) as error:
+        except schedules.StepPastEnd as error:
             raise invalid(["body", "steps"], f"step {step} fails: {error}") from None
+        except schedules.InvalidStepValue as error:  # its message names the step
+            raise invalid(["body", "steps"], str(error)) from None
         lrs.append(outcome.lr)
         momenta.append(outcome.momentum)
     answer: dict[str, Any] = {"lr": encode_floats(lrs)}

@@ -21,6 +21,7 @@ construction. Facts that cannot change after construction (whether momentum
 cycles, the attributes a step may change) are worked out once.
 """
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, NamedTuple
@@ -34,6 +35,9 @@ Metrics = float | Mapping[str, float] | None
 Captured = Any
 
 _read_lr = itemgetter("lr")
+# An int lr (torch keeps a group's int lr an int: 5 × an int factor stays exact) past
+# this is one no optimizer can use (float() of it overflows), nor JSON store.
+_LARGEST_FLOAT_INT = int(sys.float_info.max)
 
 
 class ScheduleEvent(NamedTuple):
@@ -198,7 +202,10 @@ class Scheduler:
         Arithmetic failures torch would crash on at this step (an expression dividing by
         zero, an overflowing power) become ``InvalidStepValue`` naming this scheduler's
         step, also when a nested child raised them with its own count. A failed step
-        (those, ``MissingMetric``, ``StepPastEnd``) leaves the scheduler as it was.
+        (those, ``MissingMetric``, ``StepPastEnd``) leaves the scheduler as it was, but
+        for one: an int lr grown past the float range (torch keeps int lrs exact; its
+        optimizer fails on this one with OverflowError) fails the step after the groups
+        were written, since the service discards a scheduler whose step failed.
         """
         attempted = self.last_epoch + 1
         try:
@@ -212,11 +219,18 @@ class Scheduler:
             raise InvalidStepValue(attempted, exc.reason, exc.parameter) from exc
         # outcome(), inlined: a call more is a few percent of the cheapest steps.
         groups = self.groups
+        lrs = [*map(_read_lr, groups)]
+        for lr in lrs:
+            if lr.__class__ is int and not -_LARGEST_FLOAT_INT <= lr <= _LARGEST_FLOAT_INT:
+                raise InvalidStepValue(
+                    attempted,
+                    "the lr is an integer too large for a float (torch's optimizer fails on it)",
+                )
         return _outcome(
             StepOutcome,
             (
                 self.last_epoch,
-                [*map(_read_lr, groups)],
+                lrs,
                 group_momenta(groups) if self.cycles_momentum else None,
                 self.drain_events() if self._pending_events else [],
                 self.stopped,

@@ -363,6 +363,26 @@ def test_an_overflow_part_way_is_a_409_and_the_run_can_still_be_marked_failed(
     assert marked.status_code == 200 and marked.json()["status"] == "failed"
 
 
+def test_an_int_lr_grown_past_the_float_range_fails_its_step_and_changes_nothing(
+    client: httpx.Client,
+) -> None:
+    """torch keeps an int lr exact (5 × 3 × 4 × ...); past float range no optimizer can use it."""
+    factorial = {"type": "MultiplicativeLR", "params": {"lr_lambda": "epoch + 2"}}
+    run_id = create_run(client, factorial, [{"lr": 5}])
+    assert report_ok(client, run_id, 3)["lr"] == [300]
+    before = get_run(client, run_id)
+    problem = assert_problem(report(client, run_id, 2000), 409, "schedule-failed")
+    assert problem["step"] == 169 and "too large for a float" in problem["reason"]
+    assert get_run(client, run_id) == before
+    assert report_ok(client, run_id, 168)["step"] == 168
+    preview = client.post(
+        "/v1/preview", json={"scheduler": factorial, "param_groups": [{"lr": 5}], "steps": 2000}
+    )
+    assert assert_invalid(preview, ["body", "steps"])["detail"].startswith(
+        "body.steps: step 169 failed"
+    )
+
+
 def test_a_catch_up_longer_than_the_configured_bound_is_a_422(
     server_factory: ServerPool,
 ) -> None:
