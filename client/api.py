@@ -356,11 +356,7 @@ class LRKeeper:
         A step the run already has answers what was recorded (``replayed``), so
         every rank may report every step.
         """
-        body: JSONObject = {"step": step}
-        if metrics is not None:
-            body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
-        if worker is not None:
-            body["worker"] = worker
+        body = step_report_body(step, metrics, worker)
         return StepAnswer.from_json(self._json("POST", f"{run_path(run_id)}/steps", body=body))
 
     def current_lr(self, run_id: str) -> LrAnswer:
@@ -660,6 +656,18 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 # -- numbers ------------------------------------------------------------------------------
+
+
+def step_report_body(
+    step: int, metrics: Mapping[str, SupportsFloat] | None, worker: str | None
+) -> JSONObject:
+    """``POST /steps``'s body, for every wire that sends one (this client, client.wire)."""
+    body: JSONObject = {"step": step}
+    if metrics is not None:
+        body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
+    if worker is not None:
+        body["worker"] = worker
+    return body
 
 
 def as_number(value: SupportsFloat) -> float | int:

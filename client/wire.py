@@ -26,15 +26,14 @@ from urllib.parse import urlsplit
 
 from client.api import (
     USER_AGENT,
-    JSONObject,
     LRKeeper,
     RetryPolicy,
     StepAnswer,
-    as_number,
     call_with_retries,
     encode_floats,
     run_path,
     service_error,
+    step_report_body,
 )
 from client.errors import TransportError
 
@@ -109,11 +108,7 @@ class StepConnection:
         worker: str | None = None,
     ) -> StepAnswer:
         """What :meth:`LRKeeper.report_step <client.api.LRKeeper.report_step>` answers."""
-        body: JSONObject = {"step": step}
-        if metrics is not None:
-            body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
-        if worker is not None:
-            body["worker"] = worker
+        body = step_report_body(step, metrics, worker)
         content = json.dumps(encode_floats(body), allow_nan=False).encode()
         path = f"{self._base_path}{run_path(run_id)}/steps"
 

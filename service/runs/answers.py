@@ -82,9 +82,12 @@ def event_dicts(events: Sequence[ScheduleEvent]) -> list[dict[str, Any]]:
     return [{"kind": event.kind, "detail": encode_floats(event.detail)} for event in events]
 
 
-def invalid(loc: Sequence[str | int], message: str) -> InvalidRequest:
+def invalid(loc: Sequence[str | int], message: str, **extensions: Any) -> InvalidRequest:
+    """A 422 naming the field; ``extensions`` (a broken setting's ``limit``, ``max``) join it."""
     where = ".".join(str(part) for part in loc)
-    return InvalidRequest(f"{where}: {message}", errors=[{"loc": list(loc), "msg": message}])
+    return InvalidRequest(
+        f"{where}: {message}", errors=[{"loc": list(loc), "msg": message}], **extensions
+    )
 
 
 def _invalid_config(error: schedules.InvalidConfig) -> InvalidRequest:

@@ -3,7 +3,6 @@
 from typing import Any
 
 from service import schedules
-from service.problems import InvalidRequest
 from service.runs.answers import build_scheduler, check_param_group_count, invalid
 from service.schedules.codec import encode_floats
 from service.schemas import PreviewRequest
@@ -18,20 +17,22 @@ def preview(
 ) -> dict[str, Any]:
     """Run a schedule for ``steps`` steps without storing anything."""
     if request.steps > max_preview_steps:
-        raise _too_long(
+        raise invalid(
+            ["body", "steps"],
             f"at most {max_preview_steps} steps, got {request.steps}",
-            "max_preview_steps",
-            max_preview_steps,
+            limit="max_preview_steps",
+            max=max_preview_steps,
         )
     check_param_group_count(request.param_groups, max_param_groups)
     groups = len(request.param_groups)
     if (request.steps + 1) * groups > max_preview_values:
-        raise _too_long(
+        raise invalid(
+            ["body", "steps"],
             f"with {groups} param groups at most {max_preview_values // groups - 1} steps "
             f"(LRKEEPER_MAX_PREVIEW_VALUES = {max_preview_values} lr values), "
             f"got {request.steps}",
-            "max_preview_values",
-            max_preview_values,
+            limit="max_preview_values",
+            max=max_preview_values,
         )
     _, scheduler = build_scheduler(request.scheduler.as_config(), request.param_groups)
     metrics = request.metrics or []
@@ -61,12 +62,3 @@ def preview(
 
 def scheduler_types() -> dict[str, Any]:
     return {"items": encode_floats(schedules.scheduler_types())}
-
-
-def _too_long(message: str, limit: str, maximum: int) -> InvalidRequest:
-    return InvalidRequest(
-        f"body.steps: {message}",
-        errors=[{"loc": ["body", "steps"], "msg": message}],
-        limit=limit,
-        max=maximum,
-    )

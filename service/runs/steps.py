@@ -23,7 +23,6 @@ from service import schedules
 from service.db import DATABASE_WAIT_SECONDS, Database
 from service.limits import CatchUpLimit
 from service.problems import (
-    InvalidRequest,
     NotFound,
     Problem,
     RunNotRunning,
@@ -234,12 +233,7 @@ def _check_catch_up(
         )
     else:
         return
-    raise InvalidRequest(
-        f"body.step: {message}",
-        errors=[{"loc": ["body", "step"], "msg": message}],
-        limit=limit,
-        max=maximum,
-    )
+    raise invalid(["body", "step"], message, limit=limit, max=maximum)
 
 
 def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_at: Any) -> _Advance:

@@ -9,6 +9,7 @@ repeats the same inputs each time; the JSON report says what ran and what failed
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,28 +126,22 @@ def test_schemathesis_finds_no_failure_on_any_operation(
 
 def runs_of(base_url: str) -> dict[str, dict[str, Any]]:
     """Every run the service holds, by id: how far past refusals the fuzzer got."""
-    headers = {"Authorization": f"Bearer {ACCESS_TOKENS.read}"}
-    runs: dict[str, dict[str, Any]] = {}
-    cursor = None
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
-        while True:
-            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-            page = client.get("/v1/runs", params=params).json()
-            runs.update((run["run_id"], run) for run in page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return runs
+    return {run["run_id"]: run for run in every_item(base_url, "/v1/runs")}
 
 
 def event_kinds(base_url: str, run_id: str) -> set[str]:
+    return {event["kind"] for event in every_item(base_url, f"/v1/runs/{run_id}/events")}
+
+
+def every_item(base_url: str, path: str) -> Iterator[dict[str, Any]]:
+    """The items of every page of a paged list, read with the read token."""
     headers = {"Authorization": f"Bearer {ACCESS_TOKENS.read}"}
-    kinds: set[str] = set()
     cursor = None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         while True:
             params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-            page = client.get(f"/v1/runs/{run_id}/events", params=params).json()
-            kinds.update(event["kind"] for event in page["items"])
+            page = client.get(path, params=params).json()
+            yield from page["items"]
             cursor = page["next_cursor"]
             if cursor is None:
-                return kinds
+                return
