@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from client import LRKeeper, RemoteLRScheduler
+
 # OneCycleLR cycles lr and momentum on every step: a step lost, repeated or shifted shows.
 STEPS = 16
 CHECKPOINT_EVERY = 4
@@ -23,6 +25,27 @@ def torch_one_cycle(optimizer: Any, total_steps: int = STEPS) -> Any:
     from torch.optim import lr_scheduler
 
     return lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total_steps)
+
+
+class RemoteSchedulers:
+    """The factory a framework calls with its optimizer, keeping what it made.
+
+    A pipelined ``step()`` returns before its report is recorded, so training ends
+    with the last report still on its way; :meth:`close` takes that answer, as a
+    training script does when it closes its scheduler, before a test reads the run.
+    """
+
+    def __init__(self, keeper: LRKeeper, run_id: str, config: Mapping[str, Any]) -> None:
+        self.keeper, self.run_id, self.config = keeper, run_id, config
+        self.made: list[RemoteLRScheduler] = []
+
+    def __call__(self, optimizer: Any) -> RemoteLRScheduler:
+        self.made.append(RemoteLRScheduler(optimizer, self.run_id, self.config, client=self.keeper))
+        return self.made[-1]
+
+    def close(self) -> None:
+        for scheduler in self.made:
+            scheduler.close()
 
 
 StepReporter = Callable[[int, list[float]], None]

@@ -14,12 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from client import LRKeeper, RemoteLRScheduler
+from client import LRKeeper
 from tests.conftest import LiveServer, free_port
 from tests.integrations.accelerate_training import SchedulerFactory, train
-from tests.integrations.frameworks import STEPS, one_cycle_config, torch_one_cycle
+from tests.integrations.frameworks import (
+    STEPS,
+    RemoteSchedulers,
+    one_cycle_config,
+    torch_one_cycle,
+)
 from tests.integrations.killing import PROCESS_DEADLINE_SECONDS, PROJECT_ROOT, kill_and_resume
 
 pytestmark = [pytest.mark.torch, pytest.mark.integrations]
@@ -36,12 +40,11 @@ def accelerate_lrs(make_scheduler: SchedulerFactory) -> dict[int, list[float]]:
 def test_prepared_schedule_matches_torch_once_per_optimizer_step(
     keeper: LRKeeper, run_id: str
 ) -> None:
-    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
-        return RemoteLRScheduler(optimizer, run_id, one_cycle_config(), client=keeper)
-
+    remote = RemoteSchedulers(keeper, run_id, one_cycle_config())
     expected = accelerate_lrs(torch_one_cycle)
     assert sorted(expected) == list(range(STEPS))
     assert accelerate_lrs(remote) == expected
+    remote.close()
     assert keeper.get_run(run_id).step == STEPS
 
 

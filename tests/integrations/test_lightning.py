@@ -17,9 +17,14 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from client import LRKeeper, RemoteLRScheduler
+from client import LRKeeper
 from tests.conftest import PROJECT_ROOT, LiveServer
-from tests.integrations.frameworks import STEPS, one_cycle_config, torch_one_cycle
+from tests.integrations.frameworks import (
+    STEPS,
+    RemoteSchedulers,
+    one_cycle_config,
+    torch_one_cycle,
+)
 from tests.integrations.killing import PROCESS_DEADLINE_SECONDS, kill_and_resume
 from tests.integrations.lightning_training import (
     BATCHES_PER_EPOCH,
@@ -45,11 +50,10 @@ def lightning_lrs(
 
 
 def test_step_interval_schedule_matches_torch_every_step(keeper: LRKeeper, run_id: str) -> None:
-    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
-        return RemoteLRScheduler(optimizer, run_id, one_cycle_config(), client=keeper)
-
+    remote = RemoteSchedulers(keeper, run_id, one_cycle_config())
     expected = lightning_lrs(torch_one_cycle)
     assert lightning_lrs(remote) == expected
+    remote.close()
     assert keeper.get_run(run_id).step == STEPS
 
 
@@ -60,9 +64,8 @@ def test_plateau_schedule_gets_lightnings_monitored_metric(
     def local(optimizer: torch.optim.Optimizer) -> lr_scheduler.ReduceLROnPlateau:
         return lr_scheduler.ReduceLROnPlateau(optimizer, **PLATEAU)
 
-    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
-        config = {"type": "ReduceLROnPlateau", "params": PLATEAU, "monitor": monitor}
-        return RemoteLRScheduler(optimizer, run_id, config, client=keeper)
+    config = {"type": "ReduceLROnPlateau", "params": PLATEAU, "monitor": monitor}
+    remote = RemoteSchedulers(keeper, run_id, config)
 
     steps = 4 * BATCHES_PER_EPOCH
     expected = lightning_lrs(local, steps, interval=interval, monitor=monitor)

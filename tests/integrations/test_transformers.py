@@ -13,9 +13,14 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from client import LRKeeper, RemoteLRScheduler
+from client import LRKeeper
 from tests.conftest import LiveServer
-from tests.integrations.frameworks import STEPS, one_cycle_config, torch_one_cycle
+from tests.integrations.frameworks import (
+    STEPS,
+    RemoteSchedulers,
+    one_cycle_config,
+    torch_one_cycle,
+)
 from tests.integrations.killing import kill_and_resume
 from tests.integrations.transformers_training import SchedulerFactory, train
 
@@ -37,12 +42,11 @@ def trainer_lrs(
 def test_trainer_schedule_matches_torch_every_step(
     keeper: LRKeeper, run_id: str, tmp_path: Path
 ) -> None:
-    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
-        return RemoteLRScheduler(optimizer, run_id, one_cycle_config(), client=keeper)
-
+    remote = RemoteSchedulers(keeper, run_id, one_cycle_config())
     expected = trainer_lrs(torch_one_cycle, tmp_path / "torch")
     assert sorted(expected) == list(range(STEPS))
     assert trainer_lrs(remote, tmp_path / "remote") == expected
+    remote.close()
     assert keeper.get_run(run_id).step == STEPS
 
 
@@ -52,9 +56,8 @@ def test_plateau_schedule_is_stepped_with_the_trainers_eval_loss(
     def local(optimizer: torch.optim.Optimizer) -> lr_scheduler.ReduceLROnPlateau:
         return lr_scheduler.ReduceLROnPlateau(optimizer, **PLATEAU)
 
-    def remote(optimizer: torch.optim.Optimizer) -> RemoteLRScheduler:
-        config = {"type": "ReduceLROnPlateau", "params": PLATEAU, "monitor": "eval_loss"}
-        return RemoteLRScheduler(optimizer, run_id, config, client=keeper)
+    config = {"type": "ReduceLROnPlateau", "params": PLATEAU, "monitor": "eval_loss"}
+    remote = RemoteSchedulers(keeper, run_id, config)
 
     expected = trainer_lrs(local, tmp_path / "torch", eval_steps=4)
     assert trainer_lrs(remote, tmp_path / "remote", eval_steps=4) == expected
