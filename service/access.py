@@ -5,11 +5,13 @@ Three modes, fixed at app creation:
 - **tokens** (``LRKEEPER_TOKENS`` set): every call but the open ones needs a
   token. Reading (GET, HEAD, OPTIONS, and ``POST /v1/preview``, which stores
   nothing) needs a read token; any other call a write token (write can read).
-  ``/v1`` takes the token from ``Authorization: Bearer`` only. The HTML pages
-  also take it from the cookie the login form sets, for GET and HEAD only: a
-  browser sends a cookie on its own, so a cookie honoured on a call that changes
-  something would let any page the person visits make that call (CSRF);
-  SameSite=Strict narrows that, the header rule closes it.
+  The token comes from ``Authorization: Bearer``, or, for GET and HEAD only
+  (pages and the API's reads alike), from the cookie the login form sets: the
+  pages' charts read ``/v1`` history from the browser, and a person follows a
+  page's link to JSON or CSV. A browser sends a cookie on its own, so a cookie
+  honoured on a call that changes something would let any page the person
+  visits make that call (CSRF); SameSite=Strict narrows that, the method rule
+  closes it (a read sent by another site's page is never shown to that page).
 - **protected** (no tokens): loopback clients only (service.client_address).
 - **anonymous** (no tokens, ``LRKEEPER_ALLOW_ANONYMOUS=true``): everyone, everything.
 
@@ -175,12 +177,13 @@ class AccessMiddleware:
                 authorization = value
             elif name == b"cookie":
                 cookie = value
-        page = method in READING_METHODS and not path.startswith(API_PREFIX)
+        cookie_allowed = method in READING_METHODS
+        page = cookie_allowed and not path.startswith(API_PREFIX)
         if authorization is not None:
             token = bearer_token(authorization)
             if token is None:
                 return self.malformed()
-        elif page and cookie is not None:
+        elif cookie_allowed and cookie is not None:
             token = cookie_token(cookie)
         else:
             token = None

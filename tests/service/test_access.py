@@ -497,13 +497,18 @@ def test_login_sends_a_person_back_to_a_path_on_this_service_only(
     assert response.headers["location"] == "/"
 
 
-def test_the_cookie_opens_the_pages_but_not_the_api(token_server: LiveServer) -> None:
+def test_the_cookie_opens_the_pages_and_the_apis_reads_but_never_a_write(
+    token_server: LiveServer,
+) -> None:
     run_id = create_run(token_server.base_url)
     with httpx.Client(base_url=token_server.base_url, timeout=30) as http:
         http.post("/login", data={"token": TOKENS.write, "next": "/"})
         assert http.get(f"/runs/{run_id}").status_code == 200
-        assert http.get(f"/v1/runs/{run_id}").status_code == 401
+        assert http.get(f"/v1/runs/{run_id}/history").status_code == 200
         assert http.patch(f"/v1/runs/{run_id}", json={}).status_code == 401
+        assert http.post("/v1/preview", json={}).status_code == 401
+        step = {"step": 1, "worker": "w"}
+        assert http.post(f"/v1/runs/{run_id}/steps", json=step).status_code == 401
 
 
 def test_logging_out_clears_the_cookie(token_server: LiveServer) -> None:
