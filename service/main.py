@@ -19,7 +19,7 @@ from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.openapi import install_openapi
 from service.problems import install_problem_handlers
-from service.routes import health, history, login, pages, runs, schedulers
+from service.routes import assets, docs, health, history, login, pages, runs, schedulers
 from service.routing import answer_head_where_get
 from service.runs.steps import RecordedSteps
 
@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_package_version(),
         summary="torch's learning-rate schedulers, kept in a database, served over HTTP.",
         lifespan=lifespan,
+        # service.routes.docs serves both pages with their scripts (FastAPI's load a CDN's).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = create_metrics()
@@ -68,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     # Bearer tokens / protected mode (service.access); a malformed LRKEEPER_TOKENS stops here.
     # Added before EdgeMiddleware, so refusals are counted and carry a request id too.
-    open_routes = (*health.router.routes, *login.router.routes)
-    install_access_control(app, settings, open_paths=(route.path for route in open_routes))
+    open_routes = (*health.router.routes, *login.router.routes, *docs.router.routes)
+    open_paths = {*(route.path for route in open_routes), *assets.ASSET_PATHS}
+    install_access_control(app, settings, open_paths=open_paths)
     # Request ids, body limits, metrics, the access log, and the 500 safety net (service.edge).
     app.add_middleware(
         EdgeMiddleware,
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # framework time (bench/README.md). Each route already carries its router's prefix,
     # tags and dependencies; app.dependency_overrides would not reach these routes, and
     # nothing here uses it. The hot routes (service.routes.runs) are matched second.
-    for routes in (health, runs, history, schedulers, pages, login):
+    for routes in (health, runs, history, schedulers, pages, login, docs, assets):
         app.router.routes.extend(routes.router.routes)
     answer_head_where_get(app.router.routes)
     install_openapi(app, settings)

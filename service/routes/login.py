@@ -8,7 +8,6 @@ counts, as uvicorn reads it). It lasts for the browser session. service.access
 honours it for GET and HEAD of the pages only, never for ``/v1``.
 """
 
-import html
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -24,6 +23,7 @@ from service.access import (
     encode_cookie_token,
 )
 from service.problems import http_exception_response
+from service.templating import render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -39,20 +39,9 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _form(next_path: str, message: str = "") -> HTMLResponse:
-    notice = f"<p role='alert'>{html.escape(message)}</p>" if message else ""
-    return HTMLResponse(
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<title>log in · lrkeeper</title></head><body>"
-        f"<h1>lrkeeper</h1>{notice}"
-        f"<form method='post' action='{LOGIN_PATH}'>"
-        "<label>token <input type='password' name='token' autocomplete='current-password' "
-        "required autofocus></label>"
-        f"<input type='hidden' name='next' value='{html.escape(next_path)}'>"
-        "<button>log in</button></form>"
-        "<p>A read or write token from the service's LRKEEPER_TOKENS.</p>"
-        "</body></html>"
-    )
+def _form(request: Request, next_path: str, message: str = "") -> HTMLResponse:
+    context = {"login_path": LOGIN_PATH, "next_path": next_path, "message": message}
+    return render(request, "login.html", context)
 
 
 async def _form_fields(request: Request) -> dict[str, str] | None:
@@ -73,7 +62,7 @@ def login_form(
     policy: AccessPolicy = request.app.state.access
     if policy.mode is not Mode.TOKENS:
         return RedirectResponse(_safe_next(next_path), status_code=303)
-    return _form(_safe_next(next_path))
+    return _form(request, _safe_next(next_path))
 
 
 @router.post(LOGIN_PATH, response_class=HTMLResponse)
@@ -91,7 +80,7 @@ async def log_in(request: Request) -> Response:
     token = fields.get("token", "")
     if not token or policy.page_role(token) is None:
         # The form again (200, as login forms answer), never with the token in it.
-        return _form(next_path, "That token is not one this service knows.")
+        return _form(request, next_path, "That token is not one this service knows.")
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         TOKEN_COOKIE,

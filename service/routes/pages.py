@@ -1,222 +1,94 @@
-"""A few HTML pages for people: the runs, one run with its lr drawn, and that chart as SVG.
+"""The pages for people: the runs, one run, several runs on one chart, a schedule preview.
 
-Server-side HTML and an inline SVG chart (no JavaScript): everything shown is
-read through ``service.runs`` like the JSON API. They need a read token, which a
-person gives once in the login form (service.routes.login, service.access).
+Server-side HTML from Jinja2 templates (service/templates, autoescaped); the charts
+are drawn in the browser by service/static/charts.js, which reads the run's
+thinned history from ``/v1`` as any API client would (the login cookie opens the
+API's reads). Everything shown is read through ``service.runs`` like the JSON API.
+A page the service cannot show (an unknown run) is an HTML 404, not problem+json.
 """
 
-import html
 import json
-import math
-from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 
-from service.db import Database
+from service import readable
+from service.problems import NotFound, Problem
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
-from service.routes.runs import RunId
 from service.runs import catalog
 from service.runs import history as run_history
-from service.schemas import RUN_ID_PREFIX_PATTERN, RunStatus
+from service.runs.preview import preview
+from service.schemas import RUN_ID_PREFIX_PATTERN, PreviewRequest, RunStatus
+from service.templating import render
 
-router = APIRouter(tags=["pages"])
+router = APIRouter(tags=["pages"], include_in_schema=False)
 
-SVG_MEDIA_TYPE = "image/svg+xml"
-# The chart draws at most about this many points per group; longer runs are sampled.
-CHART_POINTS = 1000
-CHART_WIDTH, CHART_HEIGHT = 760, 300
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 20, 20, 40
-GROUP_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
 RUNS_PER_PAGE = 50
-EVENTS_SHOWN = 100
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 0.3rem 0.6rem; border-bottom: 1px solid #ddd; }
-th { background: #f4f4f4; }
-code, pre { background: #f6f6f6; padding: 0.1rem 0.3rem; }
-nav a, .links a { margin-right: 1rem; }
-.status-running { color: #1f77b4; } .status-finished { color: #2ca02c; }
-.status-failed { color: #d62728; } .status-stale { color: #ff7f0e; }
-"""
+EVENTS_SHOWN = 200
+# Runs drawn on one chart; each is one history read per zoom.
+MAX_COMPARED_RUNS = 8
+# A preview page carries every value in the page; longer curves belong to the API.
+MAX_PAGE_PREVIEW_STEPS = 20_000
+STATUSES = ("", "running", "stale", "finished", "failed")
+EXAMPLE_SCHEDULER = {"type": "OneCycleLR", "params": {"max_lr": 0.1, "total_steps": 1000}}
+EXAMPLE_PARAM_GROUPS = [{"lr": 0.1, "momentum": 0.9}]
 
 
-def _page(title: str, body: str) -> HTMLResponse:
-    document = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)} · lrkeeper</title><style>{STYLE}</style></head>"
-        "<body><nav><a href='/'>runs</a><a href='/docs'>API docs</a>"
-        "<form method='post' action='/logout' style='display:inline'>"
-        f"<button>log out</button></form></nav>{body}</body></html>"
-    )
-    return HTMLResponse(document)
+def _not_found(request: Request, message: str) -> HTMLResponse:
+    return render(request, "not_found.html", {"message": message}, status_code=404)
 
 
-def _numbers(values: Sequence[Any]) -> str:
-    return ", ".join(html.escape(str(value)) for value in values)
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/", response_class=HTMLResponse)
 def runs_page(
+    request: Request,
     database: DatabaseDependency,
     settings: SettingsDependency,
     status: RunStatus | None = None,
     prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     cursor: str | None = None,
 ) -> HTMLResponse:
-    """The runs, newest last, a page at a time, filterable by status and id prefix."""
+    """The runs, newest first, a page at a time, filterable by status and id prefix."""
     page = catalog.list_runs(
         database,
         status=status,
-        prefix=prefix,
+        prefix=prefix or None,
         limit=min(RUNS_PER_PAGE, settings.max_list_limit),
         cursor=cursor,
         max_limit=settings.max_list_limit,
         stale_after=settings.stale_after,
+        newest_first=True,
     )
-    rows = "".join(
-        "<tr>"
-        f"<td><a href='/runs/{quote(run['run_id'])}'>{html.escape(run['run_id'])}</a></td>"
-        f"<td class='status-{run['status']}'>{run['status']}</td>"
-        f"<td>{html.escape(str(run['scheduler']['type']))}</td>"
-        f"<td>{run['step']}</td><td>{_numbers(run['lr'])}</td>"
-        f"<td>{html.escape(run['updated_at'])}</td>"
-        "</tr>"
-        for run in page.items
+    filters = {name: value for name, value in (("status", status), ("prefix", prefix)) if value}
+    next_page_url = (
+        "/?" + urlencode({**filters, "cursor": page.next_cursor}) if page.next_cursor else None
     )
-    options = "".join(
-        f"<option value='{value}'{' selected' if value == status else ''}>{value or 'any'}</option>"
-        for value in ("", "running", "finished", "failed")
-    )
-    next_link = ""
-    if page.next_cursor is not None:
-        query = {"cursor": page.next_cursor, "status": status or "", "prefix": prefix or ""}
-        next_link = f"<p><a href='/?{html.escape(urlencode(query))}'>next page</a></p>"
-    body = (
-        "<h1>Runs</h1>"
-        "<form method='get' action='/'>"
-        f"<label>status <select name='status'>{options}</select></label> "
-        f"<label>id prefix <input name='prefix' value='{html.escape(prefix or '')}'></label> "
-        "<button>filter</button></form>"
-        "<table><thead><tr><th>run</th><th>status</th><th>schedule</th><th>step</th>"
-        f"<th>lr</th><th>updated</th></tr></thead><tbody>{rows}</tbody></table>"
-        f"{next_link if page.items else '<p>No runs yet.</p>'}"
-    )
-    return _page("runs", body)
-
-
-def _chart_points(
-    database: Database, run_id: str, current_step: int, max_limit: int
-) -> list[tuple[int, list[Any]]]:
-    """The current line of history, sampled down to about CHART_POINTS steps."""
-    every = max(1, math.ceil((current_step + 1) / CHART_POINTS))
-    page = run_history.history(
-        database,
-        run_id,
-        run_history.HistoryQuery(
-            start=None,
-            end=None,
-            limit=min(CHART_POINTS, max_limit),
-            cursor=None,
-            every=every,
-            include_superseded=False,
-        ),
-        max_limit=max_limit,
-    )
-    points = [(item["step"], item["lr"]) for item in page.items]
-    if points and points[-1][0] != current_step:
-        last = run_history.history(
-            database,
-            run_id,
-            run_history.HistoryQuery(
-                start=current_step,
-                end=current_step,
-                limit=1,
-                cursor=None,
-                every=1,
-                include_superseded=False,
-            ),
-            max_limit=max_limit,
-        )
-        points.extend((item["step"], item["lr"]) for item in last.items)
-    return points
-
-
-def lr_chart_svg(points: Sequence[tuple[int, Sequence[Any]]]) -> str:
-    """An SVG line chart of each group's lr over the steps (non-finite values are left out)."""
-    finite = [
-        (step, float(lr))
-        for step, lrs in points
-        for lr in lrs
-        if isinstance(lr, int | float) and math.isfinite(lr)
-    ]
-    plot_width = CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_height = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-    first_step = points[0][0] if points else 0
-    last_step = points[-1][0] if points else 1
-    step_span = max(last_step - first_step, 1)
-    top_lr = max((lr for _, lr in finite), default=1.0) or 1.0
-    bottom_lr = min(0.0, min((lr for _, lr in finite), default=0.0))
-    lr_span = top_lr - bottom_lr or 1.0
-
-    def x(step: int) -> float:
-        return MARGIN_LEFT + (step - first_step) / step_span * plot_width
-
-    def y(lr: float) -> float:
-        return MARGIN_TOP + (top_lr - lr) / lr_span * plot_height
-
-    group_count = max((len(lrs) for _, lrs in points), default=0)
-    lines = []
-    for group in range(group_count):
-        coordinates = " ".join(
-            f"{x(step):.1f},{y(float(lrs[group])):.1f}"
-            for step, lrs in points
-            if group < len(lrs)
-            and isinstance(lrs[group], int | float)
-            and math.isfinite(lrs[group])
-        )
-        colour = GROUP_COLOURS[group % len(GROUP_COLOURS)]
-        lines.append(
-            f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{coordinates}'>"
-            f"<title>group {group}</title></polyline>"
-        )
-    axis_bottom = MARGIN_TOP + plot_height
-    labels = (
-        f"<text x='{MARGIN_LEFT - 6}' y='{MARGIN_TOP + 4}' text-anchor='end'>{top_lr:.3g}</text>"
-        f"<text x='{MARGIN_LEFT - 6}' y='{axis_bottom + 4}' text-anchor='end'>"
-        f"{bottom_lr:.3g}</text>"
-        f"<text x='{MARGIN_LEFT}' y='{axis_bottom + 18}' text-anchor='middle'>{first_step}</text>"
-        f"<text x='{MARGIN_LEFT + plot_width}' y='{axis_bottom + 18}' text-anchor='middle'>"
-        f"{last_step}</text>"
-        f"<text x='{MARGIN_LEFT + plot_width / 2}' y='{CHART_HEIGHT - 6}' text-anchor='middle'>"
-        "step</text>"
-        f"<text x='14' y='{MARGIN_TOP + plot_height / 2}' text-anchor='middle' "
-        f"transform='rotate(-90 14 {MARGIN_TOP + plot_height / 2})'>lr</text>"
-    )
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{CHART_WIDTH}' height='{CHART_HEIGHT}' "
-        f"viewBox='0 0 {CHART_WIDTH} {CHART_HEIGHT}' font-family='sans-serif' font-size='11' "
-        "role='img' aria-label='lr over steps'>"
-        f"<rect x='{MARGIN_LEFT}' y='{MARGIN_TOP}' width='{plot_width}' height='{plot_height}' "
-        "fill='white' stroke='#999'/>"
-        f"{labels}{''.join(lines)}</svg>"
+    first_page_url = ("/?" + urlencode(filters)) if cursor else None
+    return render(
+        request,
+        "runs.html",
+        {
+            "runs": page.items,
+            "status": status,
+            "prefix": prefix,
+            "statuses": STATUSES,
+            "next_page_url": next_page_url,
+            "first_page_url": first_page_url,
+        },
     )
 
 
-def _run_chart(database: Database, run: dict[str, Any], max_limit: int) -> str:
-    return lr_chart_svg(_chart_points(database, run["run_id"], run["step"], max_limit))
-
-
-@router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
-    run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
+    run_id: str, request: Request, database: DatabaseDependency, settings: SettingsDependency
 ) -> HTMLResponse:
-    """One run: what it is, where it stands, its lr drawn, its events, links to the data."""
-    run = catalog.get_run(database, run_id, stale_after=settings.stale_after)
+    """One run: where it stands (in words too), its chart, its events, its data."""
+    try:
+        run = catalog.get_run(database, run_id, stale_after=settings.stale_after)
+    except NotFound:
+        return _not_found(request, f"There is no run {run_id!r}.")
     events = run_history.list_events(
         database,
         run_id,
@@ -224,62 +96,94 @@ def run_page(
         cursor=None,
         max_limit=settings.max_history_limit,
     )
-    api = f"/v1/runs/{quote(run_id)}"
-    links = (
-        f"<p class='links'><a href='{api}'>run (JSON)</a>"
-        f"<a href='{api}/history'>history (JSON)</a>"
-        f"<a href='{api}/history?format=csv&amp;limit={settings.max_history_limit}'>"
-        "history (CSV)</a>"
-        f"<a href='{api}/events'>events (JSON)</a><a href='{api}/chart.svg'>chart (SVG)</a></p>"
+    return render(
+        request,
+        "run.html",
+        {
+            "run": run,
+            "api_url": f"/v1/runs/{quote(run_id, safe='')}",
+            "state_words": readable.state_in_words(run),
+            "events": events.items,
+            "more_events": events.next_cursor is not None,
+        },
     )
-    momentum = (
-        f"<tr><th>momentum</th><td>{_numbers(run['momentum'])}</td></tr>"
-        if "momentum" in run
-        else ""
-    )
-    facts = (
-        "<table>"
-        f"<tr><th>status</th><td class='status-{run['status']}'>{run['status']}</td></tr>"
-        f"<tr><th>step</th><td>{run['step']}</td></tr>"
-        f"<tr><th>lr</th><td>{_numbers(run['lr'])}</td></tr>{momentum}"
-        f"<tr><th>created</th><td>{html.escape(run['created_at'])}</td></tr>"
-        f"<tr><th>updated</th><td>{html.escape(run['updated_at'])}</td></tr>"
-        "</table>"
-    )
-    event_rows = "".join(
-        f"<tr><td>{event['step']}</td><td>{html.escape(event['kind'])}</td>"
-        f"<td><code>{html.escape(json.dumps(event['detail']))}</code></td>"
-        f"<td>{html.escape(event['recorded_at'])}</td></tr>"
-        for event in events.items
-    )
-    body = (
-        f"<h1>{html.escape(run_id)}</h1>{links}{facts}"
-        f"<h2>lr over steps</h2>{_run_chart(database, run, settings.max_history_limit)}"
-        f"<h2>Schedule</h2><pre>{html.escape(json.dumps(run['scheduler'], indent=2))}</pre>"
-        f"<h2>Param groups</h2><pre>{html.escape(json.dumps(run['param_groups'], indent=2))}</pre>"
-        f"<h2>Metadata</h2><pre>{html.escape(json.dumps(run['metadata'], indent=2))}</pre>"
-        "<h2>Events</h2>"
-        + (
-            "<table><thead><tr><th>step</th><th>kind</th><th>detail</th><th>recorded</th></tr>"
-            f"</thead><tbody>{event_rows}</tbody></table>"
-            if event_rows
-            else "<p>None yet.</p>"
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    database: DatabaseDependency,
+    settings: SettingsDependency,
+    run: Annotated[list[str] | None, Query(max_length=MAX_COMPARED_RUNS)] = None,
+) -> HTMLResponse:
+    """Several runs' lr on one chart (picked on the runs page)."""
+    run_ids = list(dict.fromkeys(run or []))
+    for run_id in run_ids:
+        try:
+            catalog.get_run(database, run_id, stale_after=settings.stale_after)
+        except NotFound:
+            return _not_found(request, f"There is no run {run_id!r} to compare.")
+    return render(request, "compare.html", {"run_ids": run_ids})
+
+
+@router.get("/preview", response_class=HTMLResponse)
+def preview_page(
+    request: Request,
+    settings: SettingsDependency,
+    scheduler: Annotated[str | None, Query(max_length=20_000)] = None,
+    param_groups: Annotated[str | None, Query(max_length=20_000)] = None,
+    steps: Annotated[int, Query(ge=0, le=MAX_PAGE_PREVIEW_STEPS)] = 100,
+) -> HTMLResponse:
+    """A config typed or pasted, and its curve: POST /v1/preview's work, as a GET form."""
+    scheduler_text = scheduler or json.dumps(EXAMPLE_SCHEDULER, indent=2)
+    param_groups_text = param_groups or json.dumps(EXAMPLE_PARAM_GROUPS)
+    context: dict[str, Any] = {
+        "scheduler_text": scheduler_text,
+        "param_groups_text": param_groups_text,
+        "steps": steps,
+        "max_steps": MAX_PAGE_PREVIEW_STEPS,
+        "errors": [],
+        "values": None,
+    }
+    if scheduler is None:
+        return render(request, "preview.html", context)
+    try:
+        body = {
+            "scheduler": _json_field("scheduler", scheduler_text),
+            "param_groups": _json_field("param_groups", param_groups_text),
+            "steps": steps,
+        }
+        values = preview(
+            PreviewRequest.model_validate(body),
+            max_preview_steps=settings.max_preview_steps,
+            max_preview_values=settings.max_preview_values,
+            max_param_groups=settings.max_param_groups,
         )
-    )
-    return _page(run_id, body)
+    except _UnreadableField as error:
+        context["errors"] = [{"field": error.field, "message": error.message}]
+    except ValidationError as error:
+        context["errors"] = [
+            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()
+        ]
+    except Problem as error:
+        context["errors"] = [
+            {"field": ".".join(str(part) for part in item["loc"][1:]), "message": item["msg"]}
+            for item in error.extensions.get("errors", [])
+        ] or [{"field": "scheduler", "message": str(error)}]
+    else:
+        context["values"] = values
+    return render(request, "preview.html", context, status_code=422 if context["errors"] else 200)
 
 
-@router.get(
-    "/v1/runs/{run_id}/chart.svg",
-    response_class=Response,
-    responses={200: {"content": {SVG_MEDIA_TYPE: {}}, "description": "lr over steps"}},
-    tags=["history"],
-)
-def run_chart(
-    run_id: RunId, database: DatabaseDependency, settings: SettingsDependency
-) -> Response:
-    """The run's lr over its current line of history, one line per param group, as SVG."""
-    run = catalog.get_run(database, run_id, stale_after=settings.stale_after)
-    return Response(
-        _run_chart(database, run, settings.max_history_limit), media_type=SVG_MEDIA_TYPE
-    )
+class _UnreadableField(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _json_field(field: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _UnreadableField(field, f"not JSON: {error}") from None

@@ -176,15 +176,18 @@ def list_runs(
     cursor: str | None,
     max_limit: int,
     stale_after: float = DEFAULT_STALE_AFTER_SECONDS,
+    newest_first: bool = False,
 ) -> Page:
-    """Runs in creation order, keyset-paged on the primary key (the cursor hides it).
+    """Runs in creation order (the pages: newest first), keyset-paged on the primary key
+    (the cursor hides it).
 
     ``stale`` and ``running`` split the stored ``running`` at one cutoff, taken once, so
     a run is listed under exactly one of them and shown with the status it was listed by.
     """
     limit = page_limit(limit, DEFAULT_LIST_LIMIT, max_limit)
     stale_before = stale_cutoff(stale_after)
-    query = sa.select(run_columns.id, *RUN_COLUMNS).order_by(run_columns.id).limit(limit + 1)
+    order = run_columns.id.desc() if newest_first else run_columns.id
+    query = sa.select(run_columns.id, *RUN_COLUMNS).order_by(order).limit(limit + 1)
     if status == "stale":
         query = query.where(run_columns.status == "running", run_columns.stepped_at < stale_before)
     elif status == "running":
@@ -196,7 +199,8 @@ def list_runs(
         query = query.where(sa.func.substr(run_columns.run_id, 1, len(prefix)) == prefix)
     if cursor is not None:
         (after_pk,) = decode_cursor(cursor, 1)
-        query = query.where(run_columns.id > after_pk)
+        after = run_columns.id < after_pk if newest_first else run_columns.id > after_pk
+        query = query.where(after)
     with database.read_engine.connect() as connection:
         rows = connection.execute(query).all()
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
