@@ -8,7 +8,7 @@ A page the service cannot show (an unknown run) is an HTML 404, not problem+json
 """
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -46,11 +46,13 @@ def runs_page(
     request: Request,
     database: DatabaseDependency,
     settings: SettingsDependency,
-    status: RunStatus | None = None,
+    # The form sends ``status=`` and ``prefix=`` for "any".
+    status: RunStatus | Literal[""] | None = None,
     prefix: Annotated[str | None, Query(max_length=128, pattern=RUN_ID_PREFIX_PATTERN)] = None,
     cursor: str | None = None,
 ) -> HTMLResponse:
     """The runs, newest first, a page at a time, filterable by status and id prefix."""
+    status = status or None
     page = catalog.list_runs(
         database,
         status=status,

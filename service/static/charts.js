@@ -97,7 +97,7 @@
       traces.push({
         type: "scatter", mode: "markers", name: `${prefix}superseded lr group ${group}`,
         x: rows.map((row) => row.step), y: rows.map((row) => finite(row.lr[group])),
-        opacity: 0.35, marker: { size: 4, color: COLOURS[(colourOffset + group) % COLOURS.length] },
+        opacity: 0.4, marker: { size: 6, color: COLOURS[(colourOffset + group) % COLOURS.length] },
         hovertemplate: "step %{x}<br>lr %{y:.6g} (superseded by a rewind)<extra>%{fullData.name}</extra>",
         meta: { series: "superseded", group },
       });
