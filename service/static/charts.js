@@ -189,7 +189,8 @@
 
   function layoutFor(traces, scale, range, shapes) {
     const hasMomentum = traces.some((trace) => trace.yaxis === "y3");
-    const hasMetric = traces.some((trace) => trace.yaxis === "y2");
+    const metrics = [...new Set(traces.filter((trace) => trace.yaxis === "y2").map((trace) => trace.meta.name))];
+    const hasMetric = metrics.length > 0;
     return {
       margin: { l: 70, r: hasMomentum ? 110 : 60, t: 20, b: 50 },
       hovermode: "closest",
@@ -199,7 +200,7 @@
         ...(range ? { range, autorange: false } : { autorange: true }),
       },
       yaxis: { title: { text: "lr" }, type: scale, exponentformat: "e" },
-      yaxis2: { title: { text: "metric" }, overlaying: "y", side: "right", showgrid: false, visible: hasMetric },
+      yaxis2: { title: { text: metrics.length === 1 ? metrics[0] : "metric" }, overlaying: "y", side: "right", showgrid: false, visible: hasMetric },
       yaxis3: {
         title: { text: "momentum" }, overlaying: "y", side: "right", anchor: "free", position: 1,
         showgrid: false, visible: hasMomentum,
