@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self, SupportsFloat, cast
@@ -393,8 +393,14 @@ class LRKeeper:
         every: int | None = None,
         include_superseded: bool = False,
         page_size: int | None = None,
+        points: int | None = None,
     ) -> Iterator[HistoryItem]:
-        """The recorded steps from ``start`` to ``end`` (inclusive), page after page."""
+        """The recorded steps from ``start`` to ``end`` (inclusive), page after page.
+
+        With ``points``, one request: at most about that many rows, chosen so that every
+        bucket's lowest and highest values are kept (for charts); ``every`` and
+        ``page_size`` do not combine with it.
+        """
         params = {
             "start": start,
             "end": end,
@@ -402,8 +408,52 @@ class LRKeeper:
             "limit": page_size,
             "include_superseded": "true" if include_superseded else None,
         }
-        for item in self._paged(f"{run_path(run_id)}/history", params):
+        path = f"{run_path(run_id)}/history"
+        if points is not None:
+            page = self._json("GET", path, params={**params, "points": points})
+            items: Iterable[JSONObject] = page["items"]
+        else:
+            items = self._paged(path, params)
+        for item in items:
             yield HistoryItem.from_json(item)
+
+    def history_csv(
+        self,
+        run_id: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        include_superseded: bool = False,
+    ) -> Iterator[bytes]:
+        """The whole history as CSV, streamed as the service sends it (one header line).
+
+        Not retried: a stream cut halfway raises TransportError, and only the caller knows
+        whether the part already handed on may be written again.
+        """
+        query = {
+            "start": start,
+            "end": end,
+            "include_superseded": "true" if include_superseded else None,
+            "format": "csv",
+        }
+        headers = {"Accept": "text/csv, application/problem+json", "User-Agent": USER_AGENT}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        path = f"{run_path(run_id)}/history"
+        try:
+            with self._http.stream(
+                "GET",
+                f"{self.url}{path}",
+                params={name: value for name, value in query.items() if value is not None},
+                headers=headers,
+                timeout=self.timeout,
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _service_error(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as failure:
+            raise TransportError(f"GET {path}: {type(failure).__name__}: {failure}") from failure
 
     def events(self, run_id: str) -> list[Event]:
         return [Event.from_json(item) for item in self._paged(f"{run_path(run_id)}/events", {})]

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     allow_anonymous: bool = False
     max_list_limit: int = 1000
     max_history_limit: int = 10000
+    # The most rows a thinned history (?points=P) may be asked for.
+    max_history_points: int = Field(default=10000, ge=2)
     max_preview_steps: int = 100000
     max_catch_up_steps: int = 100000
     # One catch-up holds the run's row (on SQLite, the database's only writer) while it

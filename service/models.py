@@ -124,3 +124,22 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class StepExtremes(Base):
+    """The lowest and highest value of every series over one aligned block of steps.
+
+    Kept so a thinned history of a long run reads a few thousand small rows instead
+    of every step (service.runs.extremes says what a block holds and when it is
+    written). Block ``bucket`` of ``width`` covers steps ``bucket·width`` to
+    ``(bucket + 1)·width − 1`` of the run's current line; it exists only once the run
+    has stepped past its last step, and a rewind to before that deletes it.
+    """
+
+    __tablename__ = "step_extremes"
+
+    run_pk: Mapped[int] = mapped_column(sa.ForeignKey("runs.id"), primary_key=True)
+    width: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    # {series: [lowest, its step, highest, its step]}, values codec-encoded.
+    extremes: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)

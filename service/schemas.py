@@ -277,9 +277,17 @@ class HistoryItem(BaseModel):
     superseded: bool
 
 
+class HistoryThinning(BaseModel):
+    points: int = Field(description="the points asked for")
+    bucket_steps: int = Field(description="steps per bucket whose extremes were kept")
+
+
 class HistoryPage(BaseModel):
     items: list[HistoryItem]
     next_cursor: str | None
+    thinned: HistoryThinning | None = Field(
+        default=None, description="Present only on a thinned answer (query `points`)"
+    )
 
 
 class EventItem(BaseModel):

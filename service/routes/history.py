@@ -1,16 +1,20 @@
 """/v1/runs/{run_id}/history and /events: what a run did, page by page, as JSON or CSV."""
 
 import csv
+import dataclasses
 import io
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from service.db import Database
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.routes.runs import RunId
 from service.runs import history as run_history
+from service.runs import thinning
 from service.schemas import MAX_STEP, EventPage, HistoryPage, QueryBoolean, QueryInteger
 
 router = APIRouter(prefix="/v1", tags=["history"])
@@ -38,7 +42,10 @@ def wants_csv(request: Request, format_: str | None) -> bool:
         200: {
             "model": HistoryPage,
             "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
-            "description": "JSON, or CSV with `Accept: text/csv` (next page: X-Next-Cursor)",
+            "description": (
+                "JSON, or CSV with `Accept: text/csv`: one page with `limit` (next page: "
+                "X-Next-Cursor), else the whole history streamed"
+            ),
         },
         **_PROBLEMS,
     },
@@ -60,23 +67,36 @@ def get_history(
     include_superseded: Annotated[
         QueryBoolean, Query(description="add the rows a rewind superseded")
     ] = False,
+    points: Annotated[
+        QueryInteger | None,
+        Query(
+            description=(
+                "at most about P rows keeping every bucket's lowest and highest values "
+                "(2 to 10000); one answer, without cursor, limit or every"
+            )
+        ),
+    ] = None,
     format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Response:
     """The run's steps in order, step 0 included; follow ``next_cursor`` until it is null."""
-    page = run_history.history(
-        database,
-        run_id,
-        run_history.HistoryQuery(
-            start=start,
-            end=end,
-            limit=limit,
-            cursor=cursor,
-            every=every,
-            include_superseded=include_superseded,
-        ),
-        max_limit=settings.max_history_limit,
+    query = run_history.HistoryQuery(
+        start=start,
+        end=end,
+        limit=limit,
+        cursor=cursor,
+        every=every,
+        include_superseded=include_superseded,
     )
-    if not wants_csv(request, format_):
+    as_csv = wants_csv(request, format_)
+    if points is not None:
+        page: run_history.HistoryPage = thinning.thinned_history(
+            database, run_id, query, points, max_points=settings.max_history_points
+        )
+    elif as_csv and limit is None:
+        return _streamed_csv(database, run_id, query, settings.max_history_limit)
+    else:
+        page = run_history.history(database, run_id, query, max_limit=settings.max_history_limit)
+    if not as_csv:
         return JSONResponse(page.as_dict())
     headers = {NEXT_CURSOR_HEADER: page.next_cursor} if page.next_cursor else {}
     return Response(
@@ -84,42 +104,70 @@ def get_history(
     )
 
 
-def history_csv(page: run_history.HistoryPage) -> str:
-    """API.md's columns: step, lr_i, momentum_i (when cycled), one per metric, worker, ...
+def _streamed_csv(
+    database: Database, run_id: str, query: run_history.HistoryQuery, page_size: int
+) -> StreamingResponse:
+    """The whole history as CSV, page after page (keyset-paged), with no Content-Length.
 
-    The metric columns are the names the page's rows carry, sorted.
+    The columns come first, from every metric name in range (run_history.csv_layout),
+    so one header holds for every page. The first page is read before the answer
+    starts: a missing run or a bad range is still a problem+json, not a cut stream.
+    Each page is its own read, so a long download holds no connection between pages.
     """
-    metric_names = sorted({name for item in page.items for name in item["metrics"]})
-    lr_columns = [f"lr_{group}" for group in range(page.group_count)]
-    momentum_columns = (
-        [f"momentum_{group}" for group in range(page.group_count)] if page.cycles_momentum else []
-    )
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
-    writer.writerow(
-        [
-            "step",
-            *lr_columns,
-            *momentum_columns,
-            *metric_names,
-            "worker",
-            "recorded_at",
-            "superseded",
+    layout = run_history.csv_layout(database, run_id, query)
+    query = dataclasses.replace(query, limit=page_size)
+    first_page = run_history.history(database, run_id, query, max_limit=page_size)
+
+    def pages() -> Iterator[str]:
+        yield csv_text([csv_header(layout)])
+        page = first_page
+        while True:
+            yield csv_text(csv_rows(page.items, layout))
+            if page.next_cursor is None:
+                return
+            following = dataclasses.replace(query, cursor=page.next_cursor)
+            page = run_history.history(database, run_id, following, max_limit=page_size)
+
+    return StreamingResponse(pages(), media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8")
+
+
+def history_csv(page: run_history.HistoryPage) -> str:
+    """One page as CSV; its metric columns are the names the page's rows carry, sorted."""
+    layout = run_history.CsvLayout.of_page(page)
+    return csv_text([csv_header(layout), *csv_rows(page.items, layout)])
+
+
+def csv_header(layout: run_history.CsvLayout) -> list[str]:
+    """API.md's columns: step, lr_i, momentum_i (when cycled), one per metric, worker, ..."""
+    groups = range(layout.group_count)
+    return [
+        "step",
+        *(f"lr_{group}" for group in groups),
+        *((f"momentum_{group}" for group in groups) if layout.cycles_momentum else ()),
+        *layout.metric_names,
+        "worker",
+        "recorded_at",
+        "superseded",
+    ]
+
+
+def csv_rows(items: Iterable[dict[str, Any]], layout: run_history.CsvLayout) -> Iterator[list[Any]]:
+    for item in items:
+        momentum = item.get("momentum") or [""] * layout.group_count
+        yield [
+            item["step"],
+            *item["lr"],
+            *(momentum if layout.cycles_momentum else []),
+            *(item["metrics"].get(name, "") for name in layout.metric_names),
+            item["worker"] or "",
+            item["recorded_at"],
+            "true" if item["superseded"] else "false",
         ]
-    )
-    for item in page.items:
-        momentum = item.get("momentum") or [""] * len(momentum_columns)
-        writer.writerow(
-            [
-                item["step"],
-                *item["lr"],
-                *(momentum if momentum_columns else []),
-                *(item["metrics"].get(name, "") for name in metric_names),
-                item["worker"] or "",
-                item["recorded_at"],
-                "true" if item["superseded"] else "false",
-            ]
-        )
+
+
+def csv_text(rows: Iterable[list[Any]]) -> str:
+    output = io.StringIO()
+    csv.writer(output, lineterminator="\n").writerows(rows)
     return output.getvalue()
 
 

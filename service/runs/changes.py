@@ -13,6 +13,7 @@ from service.runs.answers import (
     run_not_found,
     stale_cutoff,
 )
+from service.runs.extremes import forget_extremes_from
 from service.runs.retrying import retry_on_conflict
 from service.runs.statements import (
     RUN_COLUMNS,
@@ -109,6 +110,7 @@ def rewind(
             )
             .values(superseded=True)
         )
+        forget_extremes_from(connection, run.id, step)
         detail = {"from": run.step, "to": step}
         rewound = [(step, {"kind": "rewind", "detail": detail})]
         insert_events(connection, run.id, rewound, now)

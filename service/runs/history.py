@@ -46,6 +46,32 @@ class HistoryQuery:
     include_superseded: bool
 
 
+HISTORY_COLUMNS = (
+    step_columns.id,
+    step_columns.step,
+    step_columns.lr,
+    step_columns.momentum,
+    step_columns.metrics,
+    step_columns.worker,
+    step_columns.recorded_at,
+    step_columns.superseded,
+)
+
+
+def history_item(row: Row[Any]) -> dict[str, Any]:
+    """One history item as API.md spells it, from a row of :data:`HISTORY_COLUMNS`."""
+    item: dict[str, Any] = {"step": row.step, "lr": row.lr}
+    if row.momentum is not None:
+        item["momentum"] = row.momentum
+    item.update(
+        metrics=row.metrics,
+        worker=row.worker,
+        recorded_at=iso_timestamp(row.recorded_at),
+        superseded=row.superseded,
+    )
+    return item
+
+
 def run_summary(connection: Connection, run_id: str) -> Row[Any]:
     """The run's key and what reading its history needs to know about it; 404 if missing."""
     run = connection.execute(
@@ -69,18 +95,7 @@ def history(database: Database, run_id: str, query: HistoryQuery, *, max_limit: 
     if query.start is not None and query.end is not None and query.end < query.start:
         raise invalid(["query", "end"], f"end ({query.end}) is before start ({query.start})")
     statement = (
-        sa.select(
-            step_columns.id,
-            step_columns.step,
-            step_columns.lr,
-            step_columns.momentum,
-            step_columns.metrics,
-            step_columns.worker,
-            step_columns.recorded_at,
-            step_columns.superseded,
-        )
-        .order_by(step_columns.step, step_columns.id)
-        .limit(limit + 1)
+        sa.select(*HISTORY_COLUMNS).order_by(step_columns.step, step_columns.id).limit(limit + 1)
     )
     if query.start is not None:
         statement = statement.where(step_columns.step >= query.start)
@@ -102,24 +117,62 @@ def history(database: Database, run_id: str, query: HistoryQuery, *, max_limit: 
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = encode_cursor(last.step, last.id)
-    items = []
-    for row in rows[:limit]:
-        item: dict[str, Any] = {"step": row.step, "lr": row.lr}
-        if row.momentum is not None:
-            item["momentum"] = row.momentum
-        item.update(
-            metrics=row.metrics,
-            worker=row.worker,
-            recorded_at=iso_timestamp(row.recorded_at),
-            superseded=row.superseded,
-        )
-        items.append(item)
     return HistoryPage(
-        items=items,
+        items=[history_item(row) for row in rows[:limit]],
         next_cursor=next_cursor,
         group_count=len(run.lr),
         cycles_momentum=run.momentum is not None,
     )
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """The columns of a CSV history: decided once, before the first row of a stream."""
+
+    group_count: int
+    cycles_momentum: bool
+    metric_names: list[str]
+
+    @classmethod
+    def of_page(cls, page: HistoryPage) -> "CsvLayout":
+        """One page's columns: the metric names its own rows carry, sorted."""
+        names = sorted({name for item in page.items for name in item["metrics"]})
+        return cls(page.group_count, page.cycles_momentum, names)
+
+
+@retry_on_conflict
+def csv_layout(database: Database, run_id: str, query: HistoryQuery) -> CsvLayout:
+    """The columns of a whole streamed history: every metric name any row in range carries.
+
+    One query over the range's rows (the metrics are JSON, so each dialect lists an
+    object's keys its own way); a stream's header must hold before its first page.
+    """
+    conditions = ["run_pk = :run_pk"]
+    values: dict[str, Any] = {}
+    if query.start is not None:
+        conditions.append("step >= :start")
+        values["start"] = query.start
+    if query.end is not None:
+        conditions.append("step <= :end")
+        values["end"] = query.end
+    if query.every > 1:
+        conditions.append("step % :every = 0")
+        values["every"] = query.every
+    if not query.include_superseded:
+        conditions.append("NOT superseded")
+    where = " AND ".join(conditions)
+    if database.dialect == "postgresql":
+        names_sql = f"SELECT DISTINCT jsonb_object_keys(metrics) AS name FROM steps WHERE {where}"
+    else:
+        names_sql = (
+            "SELECT DISTINCT metric.key AS name FROM steps, json_each(steps.metrics) AS metric"
+            f" WHERE {where}"
+        )
+    with database.read_engine.connect() as connection:
+        run = run_summary(connection, run_id)
+        values["run_pk"] = run.id
+        names = sorted(row.name for row in connection.execute(sa.text(names_sql), values))
+    return CsvLayout(len(run.lr), run.momentum is not None, names)
 
 
 @retry_on_conflict

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from service.db import Database
-from service.models import Event, Run, Step
+from service.models import Event, Run, Step, StepExtremes
 
 runs_table: sa.Table = Run.__table__  # type: ignore[assignment]
 
@@ -28,6 +28,9 @@ steps_table: sa.Table = Step.__table__  # type: ignore[assignment]
 events_table: sa.Table = Event.__table__  # type: ignore[assignment]
 
 
+extremes_table: sa.Table = StepExtremes.__table__  # type: ignore[assignment]
+
+
 run_columns = runs_table.c
 
 
@@ -35,6 +38,9 @@ step_columns = steps_table.c
 
 
 event_columns = events_table.c
+
+
+extremes_columns = extremes_table.c
 
 
 RUN_COLUMNS = (

@@ -31,6 +31,13 @@ from service.problems import (
     StepOutOfOrder,
 )
 from service.runs.answers import event_dicts, invalid, run_not_found, step_answer
+from service.runs.extremes import (
+    INSERT_EXTREMES,
+    FetchRows,
+    Point,
+    StoreExtremes,
+    record_passed_blocks,
+)
 from service.runs.retrying import ASYNCPG_CONNECTION_LOST, retry_on_conflict
 from service.runs.statements import (
     CURRENT_LR,
@@ -105,7 +112,9 @@ class Record:
 # What a unit of work finally gives: the answer, or a problem to raise once the
 # transaction has committed (a schedule failure is recorded as an event, then refused).
 Outcome = dict[str, Any] | Problem
-Unit = Generator[Fetch | Record, Row | None, Outcome]
+Request = Fetch | Record | FetchRows | StoreExtremes
+# A Fetch is answered with a row (or None), a FetchRows with every row, the rest with None.
+Unit = Generator[Request, Any, Outcome]
 UnitFactory = Callable[[Callable[[datetime], Any]], Unit]
 
 
@@ -191,6 +200,7 @@ def _record_step(
             yield Record([], [event_row(locked["run_pk"], failure.step, event, recorded_at)])
         return failure
     yield Record(advance.step_rows, advance.event_rows)
+    yield from record_passed_blocks(locked["run_pk"], locked["step"], report.step, advance.points)
     return advance.answer
 
 
@@ -214,6 +224,7 @@ class _Advance:
     step_rows: list[dict[str, Any]]  # the new Step rows; the last one's values go on the run
     event_rows: list[dict[str, Any]]
     answer: dict[str, Any]
+    points: list[Point]  # the new steps' values, for service.runs.extremes
 
 
 def _check_catch_up(
@@ -256,6 +267,7 @@ def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_a
     step_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
+    points: list[Point] = []
     for step in range(run_step + 1, target + 1):
         is_last = step == target
         outcome = _step_engine(scheduler, report.metrics if is_last else None)
@@ -264,6 +276,7 @@ def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_a
         event_rows.extend(event_row(run_pk, step, event, recorded_at) for event in events)
         lr = encode_floats(outcome.lr)
         momentum = encode_floats(outcome.momentum)
+        points.append(Point(step, lr, momentum, None))
         step_rows.append(
             {
                 "run_pk": run_pk,
@@ -280,7 +293,8 @@ def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_a
             }
         )
     answer = step_answer(target, lr, momentum, False, answer_events, outcome.stop)
-    return _Advance(step_rows, event_rows, answer)
+    # The reported metrics go on the last row, which no block passed by this report holds.
+    return _Advance(step_rows, event_rows, answer, points)
 
 
 def _step_engine(scheduler: Scheduler, metrics: Mapping[str, float] | None) -> StepOutcome:
@@ -341,7 +355,7 @@ def _run_on_sqlite(database: Database, unit: Unit) -> Outcome:
     """Drive ``unit`` on sqlite3's cursor, in ``BEGIN IMMEDIATE`` (service.db), in a thread."""
     with database.write_lock, database.engine.begin() as connection:
         cursor = _sqlite_cursor(connection)
-        reply: Row | None = None
+        reply: Any = None
         while True:
             try:
                 request = unit.send(reply)
@@ -350,6 +364,12 @@ def _run_on_sqlite(database: Database, unit: Unit) -> Outcome:
             reply = None
             if isinstance(request, Fetch):
                 reply = cursor.execute(request.statement.sqlite, request.values).fetchone()
+                continue
+            if isinstance(request, FetchRows):
+                reply = cursor.execute(request.statement.sqlite, request.values).fetchall()
+                continue
+            if isinstance(request, StoreExtremes):
+                cursor.executemany(INSERT_EXTREMES.sqlite, request.rows)
                 continue
             if request.step_rows:
                 cursor.executemany(INSERT_STEP.sqlite, request.step_rows)
@@ -360,7 +380,7 @@ def _run_on_sqlite(database: Database, unit: Unit) -> Outcome:
 
 async def _run_on_asyncpg(connection: asyncpg.Connection, unit: Unit) -> Outcome:
     """Drive ``unit`` on one asyncpg connection, inside the caller's transaction."""
-    reply: Row | None = None
+    reply: Any = None
     while True:
         try:
             request = unit.send(reply)
@@ -371,6 +391,16 @@ async def _run_on_asyncpg(connection: asyncpg.Connection, unit: Unit) -> Outcome
             statement = request.statement
             reply = await connection.fetchrow(
                 statement.asyncpg, *statement.asyncpg_args(request.values)
+            )
+            continue
+        if isinstance(request, FetchRows):
+            statement = request.statement
+            values = statement.asyncpg_args(request.values)
+            reply = await connection.fetch(statement.asyncpg, *values)
+            continue
+        if isinstance(request, StoreExtremes):
+            await connection.executemany(
+                INSERT_EXTREMES.asyncpg, [INSERT_EXTREMES.asyncpg_args(row) for row in request.rows]
             )
             continue
         rows = request.step_rows

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from client import LRKeeper, RemoteLRScheduler, RetryPolicy
+from client import LRKeeper, NotFound, RemoteLRScheduler, RetryPolicy
 from tests.conftest import LiveServer
 
 COSINE = {"type": "CosineAnnealingLR", "params": {"T_max": 10, "eta_min": 0.001}}
@@ -39,6 +39,34 @@ def test_history_slices_by_start_end_and_every(keeper: LRKeeper, run_id: str) ->
     keeper.report_step(run_id, 10)  # a catch-up records every step in between
     steps = [item.step for item in keeper.history(run_id, start=2, end=8, every=2, page_size=2)]
     assert steps == [2, 4, 6, 8]
+
+
+def test_history_with_points_is_one_thinned_answer_keeping_the_extremes(
+    keeper: LRKeeper, run_id: str
+) -> None:
+    keeper.put_run(run_id, COSINE, GROUPS)
+    keeper.report_step(run_id, 200)  # T_max=10: the lr swings ten times between its bounds
+    full = list(keeper.history(run_id))
+    thinned = list(keeper.history(run_id, points=20))
+    assert len(thinned) <= 20
+    assert all(item in full for item in thinned)
+    assert thinned[0].step == 0 and thinned[-1].step == 200
+    assert min(item.lr[0] for item in thinned) == min(item.lr[0] for item in full)
+
+
+def test_history_csv_streams_one_header_and_every_row(keeper: LRKeeper, run_id: str) -> None:
+    keeper.put_run(run_id, COSINE, GROUPS)
+    keeper.report_step(run_id, 1500, {"loss": 0.25})
+    text = b"".join(keeper.history_csv(run_id)).decode()
+    lines = text.splitlines()
+    assert lines[0] == "step,lr_0,lr_1,loss,worker,recorded_at,superseded"
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1501))
+    assert lines[-1].split(",")[3] == "0.25"
+
+
+def test_history_csv_of_a_missing_run_raises_not_found(keeper: LRKeeper) -> None:
+    with pytest.raises(NotFound):
+        b"".join(keeper.history_csv(f"missing-{uuid.uuid4().hex[:8]}"))
 
 
 def test_run_state_decodes_non_finite_strings_to_floats(keeper: LRKeeper, run_id: str) -> None:
