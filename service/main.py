@@ -5,12 +5,14 @@ process reads its settings from the environment; tests pass their own.
 """
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from service.access import install_access_control
 from service.config import Settings
@@ -19,7 +21,7 @@ from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.openapi import install_openapi
 from service.problems import install_problem_handlers
-from service.routes import health, history, login, pages, runs, schedulers
+from service.routes import charts, health, history, login, pages, runs, schedulers
 from service.routing import answer_head_where_get
 from service.runs.steps import RecordedSteps
 
@@ -29,6 +31,25 @@ def _package_version() -> str:
         return version("lrkeeper")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def unshadowed(registered: Sequence[BaseRoute], routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """``routes`` less those whose path and methods a route in ``registered`` already answers:
+    Starlette would never reach them, and the OpenAPI document would describe them."""
+    answered = {
+        (route.path, method)
+        for route in registered
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    return [
+        route
+        for route in routes
+        if not (
+            isinstance(route, APIRoute)
+            and all((route.path, method) in answered for method in route.methods)
+        )
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,8 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # framework time (bench/README.md). Each route already carries its router's prefix,
     # tags and dependencies; app.dependency_overrides would not reach these routes, and
     # nothing here uses it. The hot routes (service.routes.runs) are matched second.
-    for routes in (health, runs, history, schedulers, pages, login):
-        app.router.routes.extend(routes.router.routes)
+    # Charts before pages: both answer GET /v1/runs/{run_id}/chart.svg until the pages'
+    # own hand-drawn chart goes; the first route registered wins, and the one shadowed is
+    # left out so the OpenAPI document names only what answers.
+    for routes in (health, runs, history, charts, schedulers, pages, login):
+        app.router.routes.extend(unshadowed(app.router.routes, routes.router.routes))
     answer_head_where_get(app.router.routes)
     install_openapi(app, settings)
     return app
