@@ -30,6 +30,7 @@ MAX_POINTS_DRAWN = 4000
 MAX_ROWS_READ = 20_000
 # --------------------------------------------------------------------------------------
 MAX_EVENTS_DRAWN = 200
+MAX_DRAWN_MAGNITUDE = 1e300
 MAX_METRICS_DRAWN = 8
 
 
@@ -342,10 +343,12 @@ def _without_gaps(series: Series) -> Series:
 
 
 def _number(value: Any) -> float:
-    """A stored value as a float to draw; non-finite ones (``"Infinity"``) as NaN: a gap."""
+    """A stored value as a float to draw; non-finite ones (``"Infinity"``) and those beyond
+    ±MAX_DRAWN_MAGNITUDE as NaN: a gap. matplotlib cannot lay out an axis whose range
+    overflows a float (-1e308 to 1e308 fails in its tick maths)."""
     decoded = decode_floats(value)
     try:
         number = float(decoded)
     except (TypeError, ValueError, OverflowError):
         return math.nan
-    return number if math.isfinite(number) else math.nan
+    return number if abs(number) <= MAX_DRAWN_MAGNITUDE else math.nan
