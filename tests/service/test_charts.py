@@ -366,3 +366,17 @@ def test_a_refused_chart_query_is_a_422_naming_the_field(
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"] == PROBLEM_MEDIA_TYPE
     assert answer.json()["errors"][0]["loc"] == ["query", field]
+
+
+def test_values_too_large_for_an_axis_are_left_out_not_a_500(
+    preview_client: httpx.Client,
+) -> None:
+    body = {
+        "scheduler": {"type": "ReduceLROnPlateau", "params": {"patience": 0}},
+        "param_groups": [{"lr": 1.7976931348623157e308}, {"lr": 1e-300}],
+        "steps": 3,
+        "metrics": [1e308, -1e308, 1e308],
+    }
+    for image in ("chart.svg", "chart.png"):
+        answer = preview_client.post(f"/v1/preview/{image}", json=body)
+        assert answer.status_code == 200, answer.text
