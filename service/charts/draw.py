@@ -74,8 +74,13 @@ def render(chart: Chart, image_format: ImageFormat, scale: Scale) -> bytes:
 
 def _figure(chart: Chart, scale: Scale) -> Figure:
     height = HEIGHT_INCHES + (MOMENTUM_INCHES if chart.momentum is not None else 0.0)
-    figure = Figure(figsize=(WIDTH_INCHES, height), layout="constrained")
+    figure = Figure(figsize=(WIDTH_INCHES, height))
     FigureCanvasAgg(figure)
+    # Fixed margins (room for both y axes' labels): a constrained layout measured half of a
+    # small chart's time, about 0.2 s, for margins that hardly move.
+    figure.subplots_adjust(
+        left=0.1, right=0.9, top=1 - 0.4 / height, bottom=0.5 / height, hspace=0.12
+    )
     if chart.momentum is not None:
         lr_axes, momentum_axes = figure.subplots(
             2, 1, sharex=True, height_ratios=[HEIGHT_INCHES, MOMENTUM_INCHES]
@@ -85,7 +90,8 @@ def _figure(chart: Chart, scale: Scale) -> Figure:
         lr_axes = figure.subplots()
     lr_axes.set_gid("lr-axes")
     lr_axes.set_title(chart.title)
-    lr_axes.set_xlabel("step")
+    if chart.momentum is None:  # else the momentum panel below says it
+        lr_axes.set_xlabel("step")
     lr_axes.grid(True, alpha=0.3)
     for group, series in enumerate(chart.lr):
         _steps_line(lr_axes, series, f"lr-group-{group}", f"lr group {group}", _colour(group))
