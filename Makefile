@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# `make serve PORT=8123 HOST=0.0.0.0`
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: serve test lint bench dist clean
 
@@ -18,7 +21,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.server-installed
 
 serve: $(VENV)/.server-installed
-	$(BIN)/lrkeeper serve --host 127.0.0.1 --port 8000
+	$(BIN)/lrkeeper serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

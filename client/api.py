@@ -23,6 +23,7 @@ Numbers: non-finite floats travel as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
 both ways (strict JSON, as the service answers them) and are decoded back to floats.
 """
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Self, SupportsFloat, cast
+from typing import Any, Literal, Self, SupportsFloat, cast
 from urllib.parse import quote
 
 import httpx
@@ -61,6 +62,8 @@ _PERMANENT_SERVER_STATUSES = frozenset({501, 505})
 logger = logging.getLogger(__name__)
 
 JSONObject = dict[str, Any]
+ImageFormat = Literal["svg", "png"]
+IMAGE_MEDIA_TYPES: dict[str, str] = {"svg": "image/svg+xml", "png": "image/png"}
 
 
 @dataclass(frozen=True)
@@ -417,44 +420,6 @@ class LRKeeper:
         for item in items:
             yield HistoryItem.from_json(item)
 
-    def history_csv(
-        self,
-        run_id: str,
-        *,
-        start: int | None = None,
-        end: int | None = None,
-        include_superseded: bool = False,
-    ) -> Iterator[bytes]:
-        """The whole history as CSV, streamed as the service sends it (one header line).
-
-        Not retried: a stream cut halfway raises TransportError, and only the caller knows
-        whether the part already handed on may be written again.
-        """
-        query = {
-            "start": start,
-            "end": end,
-            "include_superseded": "true" if include_superseded else None,
-            "format": "csv",
-        }
-        headers = {"Accept": "text/csv, application/problem+json", "User-Agent": USER_AGENT}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        path = f"{run_path(run_id)}/history"
-        try:
-            with self._http.stream(
-                "GET",
-                f"{self.url}{path}",
-                params={name: value for name, value in query.items() if value is not None},
-                headers=headers,
-                timeout=self.timeout,
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    raise _service_error(response)
-                yield from response.iter_bytes()
-        except httpx.TransportError as failure:
-            raise TransportError(f"GET {path}: {type(failure).__name__}: {failure}") from failure
-
     def events(self, run_id: str) -> list[Event]:
         return [Event.from_json(item) for item in self._paged(f"{run_path(run_id)}/events", {})]
 
@@ -466,13 +431,7 @@ class LRKeeper:
         metrics: Sequence[SupportsFloat] | None = None,
     ) -> Preview:
         """The schedule for ``steps`` steps, computed by the service and stored nowhere."""
-        body: JSONObject = {
-            "scheduler": scheduler,
-            "param_groups": list(param_groups),
-            "steps": steps,
-        }
-        if metrics is not None:
-            body["metrics"] = [as_number(value) for value in metrics]
+        body = preview_body(scheduler, param_groups, steps, metrics)
         return Preview.from_json(self._json("POST", "/v1/preview", body=body))
 
     def scheduler_types(self) -> list[JSONObject]:
@@ -483,7 +442,120 @@ class LRKeeper:
         """An LR range test's suggestion; ``NotEnoughData`` before 10 steps."""
         return LrSuggestion.from_json(self._json("GET", f"{run_path(run_id)}/lr-suggestion"))
 
+    # -- pictures and exports -----------------------------------------------------------
+
+    def run_chart(
+        self,
+        run_id: str,
+        image_format: ImageFormat = "svg",
+        *,
+        scale: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> bytes:
+        """The run drawn as an SVG document or a PNG image (``GET /chart.svg|png``): lr per
+        group, ``metrics`` (and the monitored one) on a second axis, events marked."""
+        params = {
+            "scale": scale,
+            "start": start,
+            "end": end,
+            "metrics": None if metrics is None else ",".join(metrics),
+        }
+        return self._bytes(
+            "GET",
+            f"{run_path(run_id)}/chart.{image_format}",
+            params=params,
+            accept=IMAGE_MEDIA_TYPES[image_format],
+        )
+
+    def preview_chart(
+        self,
+        scheduler: Mapping[str, Any],
+        param_groups: Sequence[Mapping[str, Any]],
+        steps: int,
+        image_format: ImageFormat = "svg",
+        metrics: Sequence[SupportsFloat] | None = None,
+    ) -> bytes:
+        """:meth:`preview`'s schedule drawn as an SVG document or a PNG image."""
+        return self._bytes(
+            "POST",
+            f"/v1/preview/chart.{image_format}",
+            body=preview_body(scheduler, param_groups, steps, metrics),
+            accept=IMAGE_MEDIA_TYPES[image_format],
+        )
+
+    def history_csv(
+        self,
+        run_id: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        include_superseded: bool = False,
+    ) -> Iterator[str]:
+        """The run's history as the service writes it in CSV (one header line, every row),
+        streamed in pieces of text as they arrive (``GET /history?format=csv``, no ``limit``).
+
+        Not retried: a stream cut halfway raises TransportError, and only the caller knows
+        whether the part already handed on may be written again.
+        """
+        query = {
+            "start": start,
+            "end": end,
+            "include_superseded": "true" if include_superseded else None,
+            "format": "csv",
+        }
+        params = {name: value for name, value in query.items() if value is not None}
+        with self._stream(
+            "GET", f"{run_path(run_id)}/history", params, accept="text/csv"
+        ) as answer:
+            yield from answer.iter_text()
+
     # -- transport ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _stream(
+        self, method: str, path: str, params: Mapping[str, Any], *, accept: str
+    ) -> Iterator[httpx.Response]:
+        """One streamed call, not retried; its problems and transport failures as ours."""
+        url = f"{self.url}{path}"
+        try:
+            with self._http.stream(
+                method,
+                url,
+                params=params,
+                headers=self._headers(accept, has_body=False),
+                timeout=self.timeout,
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _service_error(response)
+                yield response
+        except httpx.TransportError as failure:
+            raise TransportError(
+                f"{method} {url}: {type(failure).__name__}: {failure}"
+            ) from failure
+
+    def _headers(self, accept: str, *, has_body: bool) -> dict[str, str]:
+        headers = {"Accept": f"{accept}, application/problem+json", "User-Agent": USER_AGENT}
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _bytes(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        accept: str,
+    ) -> bytes:
+        """Like :meth:`_json`, for an answer that is not JSON (an image): its bytes."""
+        answer: bytes = self._call(method, path, params, body, accept, _content)
+        return answer
 
     def _paged(self, path: str, params: Mapping[str, Any]) -> Iterator[JSONObject]:
         cursor: str | None = None
@@ -503,11 +575,22 @@ class LRKeeper:
         body: Any = None,
     ) -> Any:
         """Send one call, retrying as the policy allows; the decoded JSON answer."""
+        return self._call(method, path, params, body, "application/json", _decoded_json)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        accept: str,
+        decode: Callable[[httpx.Response, str], Any],
+    ) -> Any:
         query = {name: value for name, value in (params or {}).items() if value is not None}
         content = None if body is None else json.dumps(encode_floats(body), allow_nan=False)
 
         def attempt(timeout: float) -> Any:
-            return self._attempt(method, path, query, content, timeout)
+            return self._attempt(method, path, query, content, timeout, accept, decode)
 
         return call_with_retries(f"{method} {path}", attempt, self.retry, self.timeout)
 
@@ -518,32 +601,39 @@ class LRKeeper:
         query: Mapping[str, Any],
         content: str | None,
         timeout: float,
+        accept: str,
+        decode: Callable[[httpx.Response, str], Any],
     ) -> Any:
-        headers = {"Accept": "application/json, application/problem+json"}
-        headers["User-Agent"] = USER_AGENT
-        if content is not None:
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        operation = f"{method} {path}"
+        url = f"{self.url}{path}"
         try:
             response = self._http.request(
                 method,
-                f"{self.url}{path}",
+                url,
                 params=query,
                 content=content,
-                headers=headers,
+                headers=self._headers(accept, has_body=content is not None),
                 timeout=timeout,
             )
         except httpx.TransportError as failure:
-            raise TransportError(f"{operation}: {type(failure).__name__}: {failure}") from failure
+            # The whole URL: "connection refused" means little until it says to where.
+            raise TransportError(
+                f"{method} {url}: {type(failure).__name__}: {failure}"
+            ) from failure
         if not response.is_success:
             raise _service_error(response)
-        try:
-            return response.json()
-        except ValueError as failure:
-            # A body cut short by a dying server; worth another attempt.
-            raise TransportError(f"{operation}: unreadable answer: {failure}") from failure
+        return decode(response, f"{method} {url}")
+
+
+def _decoded_json(response: httpx.Response, operation: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as failure:
+        # A body cut short by a dying server; worth another attempt.
+        raise TransportError(f"{operation}: unreadable answer: {failure}") from failure
+
+
+def _content(response: httpx.Response, _operation: str) -> bytes:
+    return response.content
 
 
 def call_with_retries(
@@ -717,6 +807,19 @@ def step_report_body(
         body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
     if worker is not None:
         body["worker"] = worker
+    return body
+
+
+def preview_body(
+    scheduler: Mapping[str, Any],
+    param_groups: Sequence[Mapping[str, Any]],
+    steps: int,
+    metrics: Sequence[SupportsFloat] | None,
+) -> JSONObject:
+    """``POST /preview``'s body, which its charts take too."""
+    body: JSONObject = {"scheduler": scheduler, "param_groups": list(param_groups), "steps": steps}
+    if metrics is not None:
+        body["metrics"] = [as_number(value) for value in metrics]
     return body
 
 

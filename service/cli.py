@@ -1,14 +1,15 @@
-"""The ``lrkeeper`` command: serve the API, migrate the database, look at runs.
+"""The ``lrkeeper`` command: serve the API, migrate the database, look at and steer runs.
 
-``serve`` and ``db upgrade`` work on the database named by LRKEEPER_DATABASE_URL;
-``runs`` and ``history`` are HTTP clients of a running service (LRKEEPER_URL,
-LRKEEPER_TOKEN), so they work the same against a remote deployment.
+``serve`` and ``db upgrade`` work on the database named by LRKEEPER_DATABASE_URL and
+need the server extra. Every other command is a client of a running service
+(``--url`` or LRKEEPER_URL, LRKEEPER_TOKEN) through the client library
+(``client.LRKeeper``), so it works the same against a remote deployment and with
+the base install alone (httpx and tenacity): nothing here imports the server's
+packages until ``serve`` or ``db upgrade`` runs.
 """
 
 import argparse
 import contextlib
-import csv
-import json
 import logging
 import logging.config
 import os
@@ -17,20 +18,16 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import httpx
-
+from service import client_commands
+from service.client_commands import CommandError
 from service.logs import LogFormat, logging_config
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
-PAGE_LIMIT = 1000
 GRACEFUL_SHUTDOWN_SECONDS = 8  # below Docker's 10 s between SIGTERM and SIGKILL
-
-
-class CommandError(Exception):
-    """A failure to report in one line on stderr, without a traceback."""
 
 
 def configure_logging(log_format: LogFormat, level: str = "info") -> None:
@@ -116,113 +113,11 @@ def db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _service_client(url: str | None) -> httpx.Client:
-    base_url = url or os.environ.get("LRKEEPER_URL", DEFAULT_SERVICE_URL)
-    token = os.environ.get("LRKEEPER_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base_url, headers=headers, timeout=30)
-
-
-def _checked(response: httpx.Response) -> httpx.Response:
-    if response.is_success:
-        return response
-    try:
-        problem = response.json()
-        message = problem.get("detail") or problem.get("title")
-    except (ValueError, AttributeError):
-        message = response.text[:200]
-    raise CommandError(
-        f"{response.request.method} {response.request.url}: {response.status_code} {message}"
-    )
-
-
-def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every item of a cursor-paged listing, following ``next_cursor`` to the end."""
-    cursor: str | None = None
-    while True:
-        page_params = {**params, "cursor": cursor} if cursor else params
-        page = _checked(client.get(path, params=page_params)).json()
-        yield from page["items"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return
-
-
-def _format_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        return ",".join(_format_value(item) for item in value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(header)]
-    for line in (header, *rows):
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
-
-
-def list_runs(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {"limit": PAGE_LIMIT}
-    if args.status:
-        params["status"] = args.status
-    if args.prefix:
-        params["prefix"] = args.prefix
-    with _service_client(args.url) as client:
-        runs = list(_pages(client, "/v1/runs", params))
-    header = ["run_id", "status", "step", "lr", "updated_at"]
-    rows = [[_format_value(run.get(column)) for column in header] for run in runs]
-    _print_table(header, rows)
-    return 0
-
-
-def show_history(args: argparse.Namespace) -> int:
-    path = f"/v1/runs/{args.run_id}/history"
-    with _service_client(args.url) as client:
-        items = list(_pages(client, path, {"limit": PAGE_LIMIT}))
-    if args.csv:
-        _write_history_csv(items)
-        return 0
-    header = ["step", "lr", "momentum", "metrics", "worker", "recorded_at"]
-    rows = [[_format_value(item.get(column)) for column in header] for item in items]
-    _print_table(header, rows)
-    return 0
-
-
-def _write_history_csv(items: Sequence[dict[str, Any]]) -> None:
-    """The same columns as the service's own ``Accept: text/csv`` answer (API.md)."""
-    groups = max((len(item["lr"]) for item in items), default=0)
-    cycles_momentum = any(item.get("momentum") is not None for item in items)
-    metric_names = sorted({name for item in items for name in (item.get("metrics") or {})})
-    header = [f"lr_{index}" for index in range(groups)]
-    if cycles_momentum:
-        header += [f"momentum_{index}" for index in range(groups)]
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["step", *header, *metric_names, "worker", "recorded_at", "superseded"])
-    for item in items:
-        momentum = item.get("momentum") or [None] * groups
-        metrics = item.get("metrics") or {}
-        writer.writerow(
-            [
-                item["step"],
-                *item["lr"],
-                *(momentum if cycles_momentum else []),
-                *(metrics.get(name, "") for name in metric_names),
-                item.get("worker") or "",
-                item.get("recorded_at", ""),
-                str(item.get("superseded", False)).lower(),
-            ]
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lrkeeper", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lrkeeper", description=__doc__.splitlines()[0].replace("``", "")
+    )
+    parser.add_argument("--version", action="version", version=f"lrkeeper {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_parser = commands.add_parser("serve", help="migrate the database, then serve the API")
@@ -245,32 +140,95 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade_parser = db_commands.add_parser("upgrade", help="migrate to the latest schema")
     upgrade_parser.set_defaults(handler=db_upgrade)
 
-    url_help = f"service URL (LRKEEPER_URL, {DEFAULT_SERVICE_URL})"
-    runs_parser = commands.add_parser("runs", help="list runs of a running service")
-    runs_parser.add_argument("--url", help=url_help)
-    runs_parser.add_argument("--status", choices=["running", "finished", "failed"])
-    runs_parser.add_argument("--prefix", help="only runs whose run_id starts with this")
-    runs_parser.set_defaults(handler=list_runs)
+    # Every client command takes --url; the token comes from LRKEEPER_TOKEN only, so it
+    # never shows in a process list or a shell history.
+    service = argparse.ArgumentParser(add_help=False)
+    service.add_argument(
+        "--url", help=f"service URL (LRKEEPER_URL, {DEFAULT_SERVICE_URL}); token: LRKEEPER_TOKEN"
+    )
 
-    history_parser = commands.add_parser("history", help="a run's step history")
+    runs_parser = commands.add_parser("runs", parents=[service], help="list runs, newest first")
+    runs_parser.add_argument("--status", choices=["running", "stale", "finished", "failed"])
+    runs_parser.add_argument("--prefix", help="only runs whose run_id starts with this")
+    runs_parser.set_defaults(handler=client_commands.list_runs)
+
+    history_parser = commands.add_parser(
+        "history", parents=[service], help="a run's history: a table, CSV or a chart"
+    )
     history_parser.add_argument("run_id")
-    history_parser.add_argument("--url", help=url_help)
-    history_parser.add_argument("--csv", action="store_true", help="CSV instead of a table")
-    history_parser.set_defaults(handler=show_history)
+    history_parser.add_argument("--csv", action="store_true", help="the service's CSV, streamed")
+    history_parser.add_argument("--chart", metavar="OUT.svg|png", help="write the run's chart")
+    history_parser.add_argument("--scale", choices=["linear", "log"], help="the chart's lr axis")
+    history_parser.add_argument("--metrics", help="metrics to chart, comma-separated")
+    history_parser.add_argument("--start", type=int, help="first step (inclusive)")
+    history_parser.add_argument("--end", type=int, help="last step (inclusive)")
+    history_parser.set_defaults(handler=client_commands.show_history)
+
+    preview_parser = commands.add_parser(
+        "preview", parents=[service], help="a schedule's values without a run"
+    )
+    preview_parser.add_argument(
+        "config", metavar="CONFIG.json", help="a scheduler config or a preview body; - for stdin"
+    )
+    preview_parser.add_argument("--steps", type=int, required=True, help="steps after step 0")
+    preview_parser.add_argument(
+        "--lr", type=float, action="append", help="a param group's lr (repeat for more groups)"
+    )
+    preview_parser.add_argument("--chart", metavar="OUT.svg|png", help="write the chart")
+    preview_parser.set_defaults(handler=client_commands.preview)
+
+    set_lr_parser = commands.add_parser("set-lr", parents=[service], help="set a run's lr")
+    set_lr_parser.add_argument("run_id")
+    set_lr_parser.add_argument(
+        "lr", type=float, nargs="+", help="one lr for every group, or one per group"
+    )
+    set_lr_parser.add_argument("--reason", help="kept in the run's lr_set event")
+    set_lr_parser.set_defaults(handler=client_commands.set_lr)
+
+    rewind_parser = commands.add_parser(
+        "rewind", parents=[service], help="back to the state after STEP (later history kept)"
+    )
+    rewind_parser.add_argument("run_id")
+    rewind_parser.add_argument("step", type=int)
+    rewind_parser.set_defaults(handler=client_commands.rewind)
+
+    finish_parser = commands.add_parser("finish", parents=[service], help="mark a run finished")
+    finish_parser.add_argument("run_id")
+    finish_parser.add_argument("--failed", action="store_true", help="mark it failed instead")
+    finish_parser.set_defaults(handler=client_commands.finish)
     return parser
+
+
+def package_version() -> str:
+    """The installed distribution's version (a checkout that was never installed: unknown)."""
+    try:
+        return version("lrkeeper")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from client.errors import LRKeeperError, TransportError
+
     try:
         return handler(args)
-    except CommandError as error:
-        print(f"lrkeeper: {error}", file=sys.stderr)
-        return 1
-    except httpx.TransportError as error:
+    except TransportError as error:
         print(f"lrkeeper: cannot reach the service: {error}", file=sys.stderr)
         return 1
+    except (CommandError, LRKeeperError) as error:
+        # A ServiceError names the method, URL, status and the problem's detail; a
+        # TransportError the method and URL it could not reach.
+        print(f"lrkeeper: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`lrkeeper history RUN --csv | head`): stop quietly. Python
+        # would flush stdout again at exit and fail on the same pipe, so stdout becomes
+        # /dev/null first, as the signal module's documentation advises.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

@@ -19,7 +19,17 @@ from service.edge import EdgeMiddleware
 from service.metrics import create_metrics
 from service.openapi import install_openapi
 from service.problems import install_problem_handlers
-from service.routes import assets, docs, health, history, login, pages, runs, schedulers
+from service.routes import (
+    assets,
+    charts,
+    docs,
+    health,
+    history,
+    login,
+    pages,
+    runs,
+    schedulers,
+)
 from service.routing import answer_head_where_get
 from service.runs.steps import RecordedSteps
 
@@ -88,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # framework time (bench/README.md). Each route already carries its router's prefix,
     # tags and dependencies; app.dependency_overrides would not reach these routes, and
     # nothing here uses it. The hot routes (service.routes.runs) are matched second.
-    for routes in (health, runs, history, schedulers, pages, login, docs, assets):
+    for routes in (health, runs, history, charts, schedulers, pages, login, docs, assets):
         app.router.routes.extend(routes.router.routes)
     answer_head_where_get(app.router.routes)
     install_openapi(app, settings)

@@ -14,7 +14,14 @@ import copy
 from typing import Any
 
 # The calls that take a run id in their path, by what they do to the run.
-_READS_OF_A_RUN = ("get_run", "get_lr", "get_history", "get_events")
+_READS_OF_A_RUN = (
+    "get_run",
+    "get_lr",
+    "get_history",
+    "get_events",
+    "run_chart_svg",
+    "run_chart_png",
+)
 _WRITES_ON_A_RUN = ("report_step", "set_lr", "rewind_run", "update_run")
 
 

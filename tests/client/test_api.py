@@ -57,7 +57,7 @@ def test_history_with_points_is_one_thinned_answer_keeping_the_extremes(
 def test_history_csv_streams_one_header_and_every_row(keeper: LRKeeper, run_id: str) -> None:
     keeper.put_run(run_id, COSINE, GROUPS)
     keeper.report_step(run_id, 1500, {"loss": 0.25})
-    text = b"".join(keeper.history_csv(run_id)).decode()
+    text = "".join(keeper.history_csv(run_id))
     lines = text.splitlines()
     assert lines[0] == "step,lr_0,lr_1,loss,worker,recorded_at,superseded"
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1501))
@@ -66,7 +66,7 @@ def test_history_csv_streams_one_header_and_every_row(keeper: LRKeeper, run_id: 
 
 def test_history_csv_of_a_missing_run_raises_not_found(keeper: LRKeeper) -> None:
     with pytest.raises(NotFound):
-        b"".join(keeper.history_csv(f"missing-{uuid.uuid4().hex[:8]}"))
+        "".join(keeper.history_csv(f"missing-{uuid.uuid4().hex[:8]}"))
 
 
 def test_run_state_decodes_non_finite_strings_to_floats(keeper: LRKeeper, run_id: str) -> None:

@@ -92,6 +92,16 @@ def test_built_wheel_installs_the_client_alone_as_lrkeeper(
     assert seen["same_objects"] and seen["same_names"]
     assert seen["lr"] == [0.05]
     assert seen["installed"] == []
+    # The console script's client commands work with the client alone.
+    command = subprocess.run(
+        [str(python.parent / "lrkeeper"), "runs", "--url", sqlite_server.base_url],
+        cwd=tmp_path,
+        env=user_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert command.returncode == 0, command.stderr[-3000:]
+    assert command.stdout.split()[:2] == ["run_id", "status"]
 
 
 def test_editable_install_maps_lrkeeper_to_the_checkout(

@@ -733,6 +733,8 @@ _TARGETS: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("POST", "/v1/preview", {**new_run_body(), "steps": 3}, ("steps",)),
     ("POST", "/v1/preview", {**new_run_body(), "steps": 3}, ("metrics",)),
     ("POST", "/v1/preview", {**new_run_body(), "steps": 3}, ("scheduler", "params", "gamma")),
+    ("POST", "/v1/preview/chart.svg", {**new_run_body(), "steps": 3}, ("steps",)),
+    ("POST", "/v1/preview/chart.png", {**new_run_body(), "steps": 3}, ("metrics",)),
 ]
 
 
@@ -774,6 +776,7 @@ _QUERIES: list[tuple[str, tuple[str, ...]]] = [
     ("/v1/runs/{run}/events", ("limit", "cursor")),
     ("/v1/runs/{run}/lr-suggestion", ("method",)),
     ("/v1/runs/{run}/chart.svg", ("scale", "start", "end", "metrics")),
+    ("/v1/runs/{run}/chart.png", ("scale", "start", "end", "metrics")),
     ("/", ("status", "prefix", "cursor")),
     ("/runs/{run}", ("x",)),
 ]
