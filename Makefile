@@ -36,6 +36,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.access
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.history
 
 # The client as a wheel (dist/lrkeeper-*.whl): `pip install dist/lrkeeper-*.whl` brings httpx and
 # tenacity only. tests/client/test_packaging.py builds it with the same command.

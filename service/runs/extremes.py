@@ -15,10 +15,11 @@ any block of a wider size is exactly four blocks of the next narrower one. Block
 ``k`` of width ``W`` covers steps ``k·W`` to ``(k+1)·W − 1``. It is written in the
 transaction of the step report that moves the run past its last step (run step >
 last step), finest width first, the wider ones merged from the narrower: so the
-row it summarises is final (a ``POST /lr`` edits the run's current step, which no
-block covers yet), and a rewind to step ``t`` deletes the blocks whose last step
-is ``t`` or later in its own transaction (service.runs.changes), since those are
-the ones whose steps it supersedes or that the run has not passed any more.
+rows it summarises are final (a ``POST /lr`` changes the run's current values, never
+a recorded row, and the current step's row is in no block yet), and a rewind to
+step ``t`` deletes the blocks whose last step is ``t`` or later in its own
+transaction (service.runs.changes), since those are the ones whose steps it
+supersedes or that the run has not passed any more.
 
 A wider block whose narrower blocks are not all stored (a run older than this
 table) is not written; readers fall back to narrower blocks and finally to rows.
@@ -217,11 +218,12 @@ def record_passed_blocks(
         made = {}
         for bucket in wider_buckets:
             parts = [children.get(bucket * ratio + offset) for offset in range(ratio)]
-            if any(part is None for part in parts):
+            present = [part for part in parts if part is not None]
+            if len(present) < ratio:
                 continue
             merged: Extremes = {}
-            for part in parts:
-                merge_into(merged, part)  # type: ignore[arg-type]
+            for part in present:
+                merge_into(merged, part)
             made[bucket] = merged
             rows.append(_extremes_row(run_pk, width, bucket, merged))
     yield StoreExtremes(rows)

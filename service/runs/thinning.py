@@ -226,9 +226,28 @@ class _Gatherer:
         return [Cell(key * self.row_cell_steps, extremes) for key, extremes in cells.items()]
 
 
-def _current_rows(connection: Connection, run_pk: int, steps: Sequence[int]) -> Iterable[Any]:
+# PostgreSQL: one index probe per chosen step, whatever the statistics say. Given
+# ``step = ANY(...)`` (or a plain join) over a freshly loaded run not yet analysed, its
+# planner reads every row of the run and filters them: 0.7 s for a million steps
+# instead of 5 ms. LIMIT 1 (there is one current row per step) keeps the LATERAL
+# subquery from being flattened back into that join.
+_PROBE_CHOSEN_STEPS = """
+SELECT chosen_row.* FROM unnest(CAST(:steps AS integer[])) AS chosen(step)
+CROSS JOIN LATERAL (
+  SELECT id, step, lr, momentum, metrics, worker, recorded_at, superseded FROM steps
+  WHERE run_pk = :run_pk AND step = chosen.step AND NOT superseded
+  LIMIT 1
+) AS chosen_row
+ORDER BY chosen_row.step"""
+
+
+def _current_rows(connection: Connection, run_pk: int, steps: Sequence[int]) -> Sequence[Any]:
+    """The current line's rows at ``steps``, in step order (SQLite plans IN well)."""
     if not steps:
         return []
+    if connection.dialect.name == "postgresql":
+        probe = sa.text(_PROBE_CHOSEN_STEPS).columns(*HISTORY_COLUMNS)
+        return connection.execute(probe, {"steps": list(steps), "run_pk": run_pk}).all()
     return connection.execute(
         sa.select(*HISTORY_COLUMNS)
         .where(

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from service.runs.extremes import WIDTHS
 from tests.conftest import BACKENDS, LiveServer, ServerPool
@@ -219,6 +220,36 @@ def test_thinning_keeps_the_extremes_of_a_metric_reported_every_step(
         number(item["metrics"]["loss"]) for item in full_history(client, run_id) if item["metrics"]
     ]
     assert min(full_losses) in losses
+
+
+def test_missing_blocks_are_filled_from_narrower_ones_and_rows(
+    client: httpx.Client, thinning_server: LiveServer
+) -> None:
+    """A run older than step_extremes has no blocks for its early steps: same answer."""
+    run_id = create_run(client, COSINE, TWO_GROUPS)
+    catch_up(client, run_id, 30_000)
+    engine = sa.create_engine(thinning_server.database_url)
+    try:
+        with engine.begin() as connection:
+            run_pk = connection.execute(
+                sa.text("SELECT id FROM runs WHERE run_id = :run_id"), {"run_id": run_id}
+            ).scalar_one()
+            connection.execute(
+                sa.text(
+                    "DELETE FROM step_extremes WHERE run_pk = :run_pk"
+                    " AND (width IN (1024, 64) OR bucket % 3 = 0)"
+                ),
+                {"run_pk": run_pk},
+            )
+        assert_follows_the_rule(client, run_id, 300, 2)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("DELETE FROM step_extremes WHERE run_pk = :run_pk"), {"run_pk": run_pk}
+            )
+        assert_follows_the_rule(client, run_id, 300, 2)
+        assert_follows_the_rule(client, run_id, 40, 2, start=777, end=4321)
+    finally:
+        engine.dispose()
 
 
 def test_superseded_rows_are_thinned_by_the_same_rule_on_request(client: httpx.Client) -> None:
