@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.api import LRKeeper, RetryPolicy, Run
+from service.readable import relative_time, rounded_list
 
 # A command is a person waiting: the first failure is shown at once, not retried for minutes.
 NO_RETRIES = RetryPolicy(deadline=0)
@@ -48,7 +49,13 @@ def list_runs(args: argparse.Namespace) -> int:
     runs.sort(key=lambda run: run.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
     now = datetime.now(UTC)
     rows = [
-        [run.run_id, run.status, str(run.step), rounded(run.lr), ago(run.updated_at, now)]
+        [
+            run.run_id,
+            run.status,
+            str(run.step),
+            rounded_list(run.lr, ","),
+            relative_time(run.updated_at, now),
+        ]
         for run in runs
     ]
     print_table(["run_id", "status", "step", "lr", "updated"], rows)
@@ -75,8 +82,8 @@ def show_history(args: argparse.Namespace) -> int:
         rows = [
             [
                 str(item.step),
-                rounded(item.lr),
-                rounded(item.momentum) if item.momentum is not None else "",
+                rounded_list(item.lr, ","),
+                rounded_list(item.momentum, ",") if item.momentum is not None else "",
                 " ".join(f"{name}={value:.6g}" for name, value in sorted(item.metrics.items())),
                 item.worker or "",
                 item.recorded_at.isoformat(timespec="seconds") if item.recorded_at else "",
@@ -169,7 +176,7 @@ def finish(args: argparse.Namespace) -> int:
 
 
 def print_run(run: Run) -> None:
-    print(f"{run.run_id}: {run.status} at step {run.step}, lr {rounded(run.lr)}")
+    print(f"{run.run_id}: {run.status} at step {run.step}, lr {rounded_list(run.lr, ',')}")
 
 
 # -- output -----------------------------------------------------------------------------
@@ -222,19 +229,3 @@ def _lines(
 def number(value: float) -> str:
     """A value as people read it: six significant digits."""
     return f"{value:.6g}" if math.isfinite(value) else str(value)
-
-
-def rounded(values: Sequence[float]) -> str:
-    """An lr per group for a glance: four significant digits."""
-    return ",".join(f"{value:.4g}" for value in values)
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    """``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
-    if moment is None:
-        return ""
-    seconds = max(0, int((now - moment).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from service import readable
+from service import describe, readable
 from service.access import Mode
 from service.routes.assets import static_url
 
@@ -31,7 +31,7 @@ def templates() -> Jinja2Templates:
         rounded=readable.rounded,
         rounded_list=readable.rounded_list,
         relative_time=readable.relative_time,
-        progress=readable.progress,
+        progress=describe.progress,
     )
     pages.env.globals.update(
         static_url=static_url,

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
-from service import readable
+from service import describe
 from service.problems import NotFound, Problem
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
 from service.runs import catalog
@@ -104,7 +104,7 @@ def run_page(
         {
             "run": run,
             "api_url": f"/v1/runs/{quote(run_id, safe='')}",
-            "state_words": readable.state_in_words(run),
+            "state_words": describe.state_in_words(run),
             "events": events.items,
             "more_events": events.next_cursor is not None,
         },
