@@ -220,9 +220,15 @@ class Preview:
         )
 
 
+SuggestionMethod = Literal["steepest", "minimum", "valley"]
+SUGGESTION_METHODS: tuple[SuggestionMethod, ...] = ("steepest", "minimum", "valley")
+
+
 @dataclass(frozen=True)
 class LrSuggestion:
-    """What an LR range test suggests (``GET /lr-suggestion``)."""
+    """What an LR range test suggests (``GET /lr-suggestion``): ``lr`` read by ``method``,
+    every method's suggestion in ``suggestions``, CyclicLR's ``base_lr`` / ``max_lr``, and
+    the smoothed ``curve`` as ``(lr, loss)`` pairs."""
 
     lr: float
     min_loss_lr: float
@@ -230,6 +236,7 @@ class LrSuggestion:
     max_lr: float
     method: str
     curve: list[tuple[float, float]]
+    suggestions: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, body: JSONObject) -> Self:
@@ -240,6 +247,9 @@ class LrSuggestion:
             max_lr=_float(body["max_lr"]),
             method=str(body["method"]),
             curve=[(_float(lr), _float(loss)) for lr, loss in body["curve"]],
+            suggestions={
+                name: _float(value) for name, value in (body.get("suggestions") or {}).items()
+            },
         )
 
 
@@ -438,11 +448,30 @@ class LRKeeper:
         """Every scheduler type with its parameters, their types and defaults."""
         return [dict(item) for item in self._json("GET", "/v1/scheduler-types")["items"]]
 
-    def lr_suggestion(self, run_id: str) -> LrSuggestion:
-        """An LR range test's suggestion; ``NotEnoughData`` before 10 steps."""
-        return LrSuggestion.from_json(self._json("GET", f"{run_path(run_id)}/lr-suggestion"))
+    def lr_suggestion(self, run_id: str, method: SuggestionMethod | None = None) -> LrSuggestion:
+        """An LR range test's suggestion by ``method`` (the service's default: steepest);
+        ``NotEnoughData`` before 10 steps."""
+        return LrSuggestion.from_json(
+            self._json("GET", f"{run_path(run_id)}/lr-suggestion", params={"method": method})
+        )
 
     # -- pictures and exports -----------------------------------------------------------
+
+    def lr_suggestion_chart(
+        self,
+        run_id: str,
+        image_format: ImageFormat = "svg",
+        *,
+        method: SuggestionMethod | None = None,
+    ) -> bytes:
+        """A range test's smoothed loss against lr (log axis), every method's suggestion
+        marked and ``method``'s first (``GET /lr-suggestion/chart.svg|png``)."""
+        return self._bytes(
+            "GET",
+            f"{run_path(run_id)}/lr-suggestion/chart.{image_format}",
+            params={"method": method},
+            accept=IMAGE_MEDIA_TYPES[image_format],
+        )
 
     def run_chart(
         self,

@@ -311,10 +311,21 @@ class SchedulerTypes(BaseModel):
     items: list[dict[str, Any]]
 
 
+# How an LR range test's suggestion is read off its curve (service.schedules.range_test).
+SuggestionMethod = Literal["steepest", "minimum", "valley"]
+
+
+class LrSuggestions(BaseModel):
+    steepest: float = Field(description="where the smoothed loss falls fastest")
+    minimum: float = Field(description="the lr at the smallest smoothed loss, divided by 10")
+    valley: float = Field(description="fastai's valley: about halfway down the longest fall")
+
+
 class LrSuggestion(BaseModel):
-    lr: FloatValue
-    min_loss_lr: FloatValue
-    base_lr: FloatValue
-    max_lr: FloatValue
-    method: str
-    curve: list[list[FloatValue]]
+    lr: FloatValue = Field(description="the suggestion of `method`")
+    min_loss_lr: FloatValue = Field(description="the `minimum` suggestion")
+    base_lr: FloatValue = Field(description="CyclicLR's base_lr: where the loss starts falling")
+    max_lr: FloatValue = Field(description="CyclicLR's max_lr: where it stops falling")
+    method: SuggestionMethod = Field(description="the method `lr` was read with")
+    suggestions: LrSuggestions = Field(description="every method's suggestion, by name")
+    curve: list[list[FloatValue]] = Field(description="`[[lr, smoothed_loss], ...]`, step by step")

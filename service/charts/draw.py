@@ -19,6 +19,7 @@ bytes (no date, ids salted with a constant).
 import io
 import math
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 import matplotlib
@@ -62,8 +63,14 @@ SUPERSEDED_ALPHA = 0.35
 
 def render(chart: Chart, image_format: ImageFormat, scale: Scale) -> bytes:
     """The chart as an SVG document or a PNG image."""
+    return drawn(lambda: _figure(chart, scale), image_format)
+
+
+def drawn(build: Callable[[], Figure], image_format: ImageFormat) -> bytes:
+    """The figure ``build`` makes, saved as SVG or PNG; built and saved under the one lock
+    (module docstring), so every chart module draws through here."""
     with _DRAWING:
-        figure = _figure(chart, scale)
+        figure = build()
         output = io.BytesIO()
         if image_format == "svg":
             figure.savefig(output, format="svg", metadata={"Date": None})

@@ -14,9 +14,11 @@ from service.charts import data
 from service.json_body import JsonBodyRoute
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
-from service.routes.runs import RunId
+from service.routes.runs import Method, RunId
+from service.runs import history as run_history
 from service.runs.preview import preview_schedule
-from service.schemas import MAX_STEP, PreviewRequest, QueryInteger
+from service.schedules.codec import decode_floats
+from service.schemas import MAX_STEP, PreviewRequest, QueryInteger, SuggestionMethod
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
 
@@ -43,6 +45,14 @@ _RUN_PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such run", "content": {PROBLEM_MEDIA_TYPE: {}}},
     422: {
         "description": "scale, start, end or metrics refused (named in `errors`)",
+        "content": {PROBLEM_MEDIA_TYPE: {}},
+    },
+}
+_SUGGESTION_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such run", "content": {PROBLEM_MEDIA_TYPE: {}}},
+    409: {"description": "Fewer than 10 usable steps so far", "content": {PROBLEM_MEDIA_TYPE: {}}},
+    422: {
+        "description": "The run is not an LRRangeTest, or `method` is unknown",
         "content": {PROBLEM_MEDIA_TYPE: {}},
     },
 }
@@ -157,6 +167,48 @@ def run_chart_png(
 ) -> Response:
     """The chart of ``chart.svg`` as a PNG image."""
     image = _run_chart_image("png", run_id, database, settings, scale, start, end, metrics)
+    return Response(
+        image, media_type=PNG_MEDIA_TYPE, headers={"Cache-Control": RUN_CHART_CACHE_CONTROL}
+    )
+
+
+def _suggestion_chart_image(
+    image_format: str, run_id: str, database: DatabaseDependency, method: SuggestionMethod
+) -> bytes:
+    suggestion = decode_floats(run_history.lr_suggestion(database, run_id, method))
+    from service.charts import suggestion as suggestion_chart
+
+    return suggestion_chart.render(run_id, suggestion, "svg" if image_format == "svg" else "png")
+
+
+@router.get(
+    "/runs/{run_id}/lr-suggestion/chart.svg",
+    response_class=Response,
+    responses={**_SVG_ANSWER, **_SUGGESTION_PROBLEMS},
+    tags=["runs"],
+)
+def lr_suggestion_chart_svg(
+    run_id: RunId, database: DatabaseDependency, method: Method = "steepest"
+) -> Response:
+    """An LRRangeTest run's smoothed loss against lr (log axis), every method's suggestion
+    marked by a vertical line, ``method``'s solid: ``GET /lr-suggestion`` drawn."""
+    image = _suggestion_chart_image("svg", run_id, database, method)
+    return Response(
+        image, media_type=SVG_MEDIA_TYPE, headers={"Cache-Control": RUN_CHART_CACHE_CONTROL}
+    )
+
+
+@router.get(
+    "/runs/{run_id}/lr-suggestion/chart.png",
+    response_class=Response,
+    responses={**_PNG_ANSWER, **_SUGGESTION_PROBLEMS},
+    tags=["runs"],
+)
+def lr_suggestion_chart_png(
+    run_id: RunId, database: DatabaseDependency, method: Method = "steepest"
+) -> Response:
+    """The chart of ``lr-suggestion/chart.svg`` as a PNG image."""
+    image = _suggestion_chart_image("png", run_id, database, method)
     return Response(
         image, media_type=PNG_MEDIA_TYPE, headers={"Cache-Control": RUN_CHART_CACHE_CONTROL}
     )

@@ -35,6 +35,7 @@ from service.schemas import (
     RunStatus,
     StepAnswer,
     StepReport,
+    SuggestionMethod,
 )
 
 router = APIRouter(prefix="/v1", tags=["runs"], route_class=JsonBodyRoute)
@@ -52,6 +53,16 @@ RunId = Annotated[
 def _problem(status_code: int, description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
 
+
+Method = Annotated[
+    SuggestionMethod,
+    Query(
+        description=(
+            "how `lr` is read off the curve: steepest (fastest fall), minimum (the lowest "
+            "loss's lr / 10) or valley (fastai's default)"
+        )
+    ),
+]
 
 NOT_FOUND = {404: _problem(404, "No such run")}
 INVALID = {422: _problem(422, "Invalid request; `errors` names the field")}
@@ -214,9 +225,12 @@ def rewind_run(
         200: {"model": LrSuggestion},
         **NOT_FOUND,
         409: _problem(409, "Fewer than 10 usable steps so far"),
-        422: _problem(422, "The run is not an LRRangeTest"),
+        422: _problem(422, "The run is not an LRRangeTest, or `method` is unknown"),
     },
 )
-def get_lr_suggestion(run_id: RunId, database: DatabaseDependency) -> JSONResponse:
-    """An LRRangeTest run's suggested lr, from its smoothed loss curve."""
-    return JSONResponse(run_history.lr_suggestion(database, run_id))
+def get_lr_suggestion(
+    run_id: RunId, database: DatabaseDependency, method: Method = "steepest"
+) -> JSONResponse:
+    """An LRRangeTest run's suggested lr by ``method``, every method's suggestion, Smith's
+    CyclicLR bounds and the smoothed loss curve they are read from."""
+    return JSONResponse(run_history.lr_suggestion(database, run_id, method))

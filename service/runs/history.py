@@ -212,8 +212,11 @@ def list_events(
 
 
 @retry_on_conflict
-def lr_suggestion(database: Database, run_id: str) -> dict[str, Any]:
-    """The range test's suggestion, from the lrs and losses its current line recorded.
+def lr_suggestion(
+    database: Database, run_id: str, method: str = range_test.DEFAULT_METHOD
+) -> dict[str, Any]:
+    """The range test's suggestion by ``method``, from the lrs and losses its current line
+    recorded (every method's suggestion is answered too, in ``suggestions``).
 
     The loss reported with step k was measured at the lr recorded at step k - 1 (the
     worker trained with it, then stepped); the engine smooths them as the steps did.
@@ -237,7 +240,7 @@ def lr_suggestion(database: Database, run_id: str) -> dict[str, Any]:
     losses = [float(decode_floats(row.metrics[monitor])) for row in rows[1:]]
     curve = range_test.smoothed_curve(measured_lrs, losses)
     try:
-        suggestion = range_test.suggest(curve, mode=run.scheduler["params"]["mode"])
+        suggestion = range_test.suggest(curve, mode=run.scheduler["params"]["mode"], method=method)
     except range_test.NotEnoughData as error:
         raise NotEnoughData(
             str(error), usable_points=error.usable_points, required_points=error.required_points

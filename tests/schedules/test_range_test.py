@@ -9,7 +9,14 @@ import pytest
 
 from service.schedules.base import StepOutcome
 from service.schedules.errors import InvalidConfig, MissingMetric, StepPastEnd
-from service.schedules.range_test import LRRangeTest, NotEnoughData, smoothed_curve, suggest
+from service.schedules.range_test import (
+    METHODS,
+    LRRangeTest,
+    NotEnoughData,
+    smoothed_curve,
+    suggest,
+    valley_index,
+)
 from service.schedules.registry import build, restore
 
 GROUPS = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.01, "betas": [0.9, 0.999]}]
@@ -249,8 +256,79 @@ def test_suggestion_on_a_known_curve_finds_its_points() -> None:
     assert abs(math.log10(suggestion["max_lr"]) - BOTTOM_X) < grid
     assert abs(math.log10(suggestion["min_loss_lr"]) - (BOTTOM_X - 1)) < grid
     assert 0 <= math.log10(suggestion["base_lr"]) - CLEAR_FALL_X < grid
-    assert suggestion["method"] == "steepest_descent"
+    assert suggestion["method"] == "steepest"
+    assert suggestion["suggestions"]["steepest"] == suggestion["lr"]
+    assert suggestion["suggestions"]["minimum"] == suggestion["min_loss_lr"]
     assert suggestion["curve"] == curve
+
+
+def test_each_method_answers_its_own_point_as_lr_and_all_three_by_name() -> None:
+    # The cosine falls strictly from x = -4 (point 200, the flat part's last) to x = -1
+    # (point 500): the longest valley, 301 points. The first tenth (70 points) is not
+    # read, so end = 430, start = 430 - 301 = 129 and L = 301: the suggestion is point
+    # 70 + 129 + int(301 / 3) + int(301 / 6) = 349, x = -2.51.
+    xs = [-6 + i / 100 for i in range(701)]
+    curve = [[10**x, known_loss(x)] for x in xs]
+    answers = {method: suggest(curve, method=method) for method in METHODS}
+    by_name = answers["steepest"]["suggestions"]
+    assert by_name["valley"] == 10 ** xs[349]
+    assert by_name["minimum"] == 10 ** xs[500] / 10
+    for method, answer in answers.items():
+        assert answer["method"] == method
+        assert answer["lr"] == by_name[method]
+        assert answer["suggestions"] == by_name
+        assert answer["max_lr"] == answers["steepest"]["max_lr"]
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="method"):
+        suggest([[10**-i, 1.0] for i in range(20)], method="slide")
+
+
+@pytest.mark.parametrize(
+    ("losses", "expected"),
+    [
+        # One falling run over all 7 points: end 6, start 6 - 7 = -1, L = 7: -1 + 2 + 1.
+        ([7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0], 2),
+        # Ties do not fall: [3, 3, 2, 1] falls over 3 points (one of the 3s), end 3,
+        # start 0, L = 3: 0 + 1 + 0.
+        ([3.0, 3.0, 2.0, 1.0], 1),
+        # The longer of two valleys wins, even the later one: 9 8 | 9 7 6 5 4 3 2 1 holds
+        # 9 8 7 6 5 4 3 2 1 (9 points) ending at point 9: start 0, L = 9: 0 + 3 + 1.
+        ([9.0, 8.0, 9.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0], 4),
+        # A subsequence, not a contiguous stretch: a bump does not break the valley.
+        # 10 9 8 | 8.5 | 7 6 5 4 3 2 1 1: the longest falls 10 9 8 7 6 5 4 3 2 1 (10
+        # points) ending at point 10: start 0, L = 10: 0 + 3 + 1.
+        ([10.0, 9.0, 8.0, 8.5, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 1.0], 4),
+        # Rising all the way: every length is 1, the first point ends it: start -1, L = 1,
+        # index -1, read as 0.
+        ([1.0, 2.0, 3.0], 0),
+    ],
+)
+def test_valley_index_follows_fastais_rule_on_hand_checked_curves(
+    losses: list[float], expected: int
+) -> None:
+    assert valley_index(losses) == expected
+
+
+def fastai_style_lengths(losses: list[float]) -> tuple[int, int]:
+    """The longest falling subsequence by fastai's double loop: (its end, its length)."""
+    lengths = [1] * len(losses)
+    for i in range(1, len(losses)):
+        for j in range(i):
+            if losses[i] < losses[j] and lengths[i] < lengths[j] + 1:
+                lengths[i] = lengths[j] + 1
+    longest = max(lengths)
+    return lengths.index(longest), longest
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_valley_index_finds_the_valley_the_double_loop_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    losses = [rng.choice([1.0, 2.0, 3.0]) + rng.random() for _ in range(200)]
+    end, length = fastai_style_lengths(losses)
+    start = end - length
+    assert valley_index(losses) == max(0, start + int(length / 3) + int(length / 6))
 
 
 def test_linear_mode_takes_the_slope_against_lr_itself() -> None:

@@ -52,6 +52,8 @@ ACCESS_BY_ROUTE: dict[tuple[str, str], str] = {
     ("POST", "/v1/runs/{run_id}/lr"): WRITE,
     ("POST", "/v1/runs/{run_id}/rewind"): WRITE,
     ("GET", "/v1/runs/{run_id}/lr-suggestion"): READ,
+    ("GET", "/v1/runs/{run_id}/lr-suggestion/chart.svg"): READ,
+    ("GET", "/v1/runs/{run_id}/lr-suggestion/chart.png"): READ,
     ("GET", "/v1/runs/{run_id}/history"): READ,
     ("GET", "/v1/runs/{run_id}/events"): READ,
     ("GET", "/v1/runs/{run_id}/chart.svg"): READ,

@@ -9,6 +9,7 @@ one x.
 
 import io
 import itertools
+import math
 import statistics
 import struct
 import uuid
@@ -380,3 +381,74 @@ def test_values_too_large_for_an_axis_are_left_out_not_a_500(
     for image in ("chart.svg", "chart.png"):
         answer = preview_client.post(f"/v1/preview/{image}", json=body)
         assert answer.status_code == 200, answer.text
+
+
+# -- a range test's suggestion chart --------------------------------------------------------
+
+RANGE_TEST_STEPS = 40
+
+
+def range_test_run(client: httpx.Client, steps: int = RANGE_TEST_STEPS) -> tuple[str, list[float]]:
+    """A range test from 1e-4 to 1 whose loss falls until lr 0.1 and then blows up; the
+    lrs the steps' batches trained with."""
+    scheduler = {
+        "type": "LRRangeTest",
+        "params": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": RANGE_TEST_STEPS},
+    }
+    run_id = new_run(client, scheduler, [{"lr": 0.1}])
+    lr, measured = 1e-4, []
+    for step in range(1, steps + 1):
+        measured.append(lr)
+        loss = 1.0 - 0.2 * math.log10(lr) if lr < 0.1 else 1.2 + (lr - 0.1) * 100
+        lr = report(client, run_id, step, loss=loss)["lr"][0]
+    return run_id, measured
+
+
+def test_the_suggestion_chart_draws_the_curve_and_marks_each_method_at_its_lr(
+    client: httpx.Client,
+) -> None:
+    run_id, measured = range_test_run(client)
+    suggestion = client.get(f"/v1/runs/{run_id}/lr-suggestion").json()
+    svg = svg_of(
+        client.get(f"/v1/runs/{run_id}/lr-suggestion/chart.svg", params={"method": "valley"})
+    )
+    curve = vertices(by_id(svg, "loss-curve"))
+    lowest = measured.index(suggestion["max_lr"])
+    # The axis ends a little above the loss before its minimum: the blow-up is cut off.
+    assert lowest < len(curve) < RANGE_TEST_STEPS
+    for method in ("steepest", "valley"):
+        (top, bottom) = vertices(by_id(svg, f"suggestion-{method}"))
+        assert top[0] == bottom[0]  # a vertical line, at the curve point of its lr
+        assert top[0] == curve[measured.index(suggestion["suggestions"][method])][0]
+    # The minimum's lr / 10 is a decade left of it: 10 of the sweep's 40 steps over 4 decades.
+    (top, _) = vertices(by_id(svg, "suggestion-minimum"))
+    assert top[0] == pytest.approx(curve[lowest - 10][0], abs=0.01)
+    legend = [text for text in texts(by_id(svg, "legend")) if ":" in text]
+    assert any(text.startswith("valley: ") and text.endswith("(chosen)") for text in legend)
+    assert not any(text.startswith("steepest") and "chosen" in text for text in legend)
+
+
+def test_the_suggestion_chart_as_png_decodes(client: httpx.Client) -> None:
+    run_id, _ = range_test_run(client, steps=12)
+    answer = client.get(f"/v1/runs/{run_id}/lr-suggestion/chart.png")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(answer.content)).convert("L")
+    assert statistics.pvariance(image.tobytes()) > 100
+
+
+@pytest.mark.parametrize("image", ["svg", "png"])
+def test_the_suggestion_chart_refuses_what_the_suggestion_refuses(
+    client: httpx.Client, image: str
+) -> None:
+    early, _ = range_test_run(client, steps=5)
+    answer = client.get(f"/v1/runs/{early}/lr-suggestion/chart.{image}")
+    assert answer.status_code == 409
+    assert answer.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    cosine = new_run(client, EXAMPLES["CosineAnnealingLR"], SGD)
+    refused = client.get(f"/v1/runs/{cosine}/lr-suggestion/chart.{image}")
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["loc"] == ["path", "run_id"]
+    unknown = client.get(f"/v1/runs/{early}/lr-suggestion/chart.{image}", params={"method": "x"})
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["loc"] == ["query", "method"]

@@ -613,6 +613,30 @@ def test_the_lr_suggestion_needs_ten_steps_then_answers(client: httpx.Client) ->
     assert 1e-4 <= suggestion["lr"] <= 1.0
     assert suggestion["base_lr"] <= suggestion["max_lr"]
     assert len(suggestion["curve"]) == 24
+    assert suggestion["method"] == "steepest"
+
+
+def test_the_lr_suggestion_answers_the_method_asked_for_and_every_method_by_name(
+    client: httpx.Client,
+) -> None:
+    run_id = create_run(client, RANGE_TEST, SGD)
+    lr = get_run(client, run_id)["lr"][0]
+    for step in range(1, 25):
+        lr = report_ok(client, run_id, step, metrics={"loss": range_test_loss(lr)})["lr"][0]
+    default = client.get(f"/v1/runs/{run_id}/lr-suggestion").json()
+    by_name = default["suggestions"]
+    assert set(by_name) == {"steepest", "minimum", "valley"}
+    assert by_name["minimum"] == default["min_loss_lr"]
+    for method in ("steepest", "minimum", "valley"):
+        answer = client.get(f"/v1/runs/{run_id}/lr-suggestion", params={"method": method})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {**default, "method": method, "lr": by_name[method]}
+
+
+def test_an_unknown_suggestion_method_is_a_422_naming_it(client: httpx.Client) -> None:
+    run_id = create_run(client, RANGE_TEST, SGD)
+    answer = client.get(f"/v1/runs/{run_id}/lr-suggestion", params={"method": "slide"})
+    assert_invalid(answer, ["query", "method"])
 
 
 def test_an_lr_suggestion_for_another_schedule_type_is_a_422(client: httpx.Client) -> None:
