@@ -44,6 +44,7 @@ from client.errors import (
     UnsupportedMediaType,
 )
 from client.pipeline import PendingStep
+from client.range_finder import LrFinding, find_lr
 from client.scheduler import RemoteLRScheduler
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "LRKeeper",
     "LRKeeperError",
     "LrAnswer",
+    "LrFinding",
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
@@ -81,4 +83,5 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnsupportedMediaType",
+    "find_lr",
 ]

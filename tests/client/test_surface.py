@@ -21,6 +21,7 @@ PUBLIC_NAMES = [
     "LRKeeper",
     "LRKeeperError",
     "LrAnswer",
+    "LrFinding",
     "LrSuggestion",
     "NotEnoughData",
     "NotFound",
@@ -42,6 +43,7 @@ PUBLIC_NAMES = [
     "TransportError",
     "Unauthorized",
     "UnsupportedMediaType",
+    "find_lr",
 ]
 HEAVY_PACKAGES = ["torch", "fastapi", "starlette", "sqlalchemy", "pydantic", "uvicorn", "alembic"]
 
