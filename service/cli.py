@@ -164,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     history_parser.add_argument("--end", type=int, help="last step (inclusive)")
     history_parser.set_defaults(handler=client_commands.show_history)
 
+    suggestion_parser = commands.add_parser(
+        "lr-suggestion", parents=[service], help="an LR range test's suggested lrs, or a chart"
+    )
+    suggestion_parser.add_argument("run_id")
+    suggestion_parser.add_argument(
+        "--method",
+        choices=["steepest", "minimum", "valley"],
+        help="the suggestion shown first (the service's default: steepest)",
+    )
+    suggestion_parser.add_argument(
+        "--chart", metavar="OUT.svg|png", help="write the loss curve with the suggestions marked"
+    )
+    suggestion_parser.set_defaults(handler=client_commands.lr_suggestion)
+
     preview_parser = commands.add_parser(
         "preview", parents=[service], help="a schedule's values without a run"
     )

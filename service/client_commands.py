@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.api import LRKeeper, RetryPolicy, Run
+from client.api import SUGGESTION_METHODS, LRKeeper, RetryPolicy, Run
 from service.readable import relative_time, rounded_list
 
 # A command is a person waiting: the first failure is shown at once, not retried for minutes.
@@ -91,6 +91,27 @@ def show_history(args: argparse.Namespace) -> int:
             for item in items
         ]
     print_table(["step", "lr", "momentum", "metrics", "worker", "recorded_at"], rows)
+    return 0
+
+
+def lr_suggestion(args: argparse.Namespace) -> int:
+    """A range test's suggestions, the chosen method first, then the others and CyclicLR's
+    bounds; with ``--chart``, the service's picture of the curve with them marked."""
+    with connect(args) as service:
+        if args.chart is not None:
+            write_chart(args.chart, lambda image_format: service.lr_suggestion_chart(
+                args.run_id, image_format, method=args.method
+            ))  # fmt: skip
+            return 0
+        suggestion = service.lr_suggestion(args.run_id, args.method)
+    others = [method for method in SUGGESTION_METHODS if method != suggestion.method]
+    rows = [[suggestion.method, number(suggestion.lr), "chosen"]]
+    rows += [[method, number(suggestion.suggestions[method]), ""] for method in others]
+    rows += [
+        ["base_lr", number(suggestion.base_lr), "CyclicLR: where the loss starts falling"],
+        ["max_lr", number(suggestion.max_lr), "CyclicLR: where it stops falling"],
+    ]
+    print_table(["method", "lr", ""], rows)
     return 0
 
 

@@ -4,6 +4,7 @@ import csv
 import importlib.metadata
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -400,3 +401,71 @@ def test_a_chart_file_of_another_kind_is_refused_before_any_call(tmp_path: Path)
     )  # fmt: skip
     assert completed.returncode == 1
     assert ".svg or .png" in completed.stderr
+
+
+def create_range_test(server: LiveServer, steps: int) -> str:
+    """A range test from 1e-4 to 1 over 40 steps whose loss falls until lr 0.1, then rises."""
+    run_id = f"cli-range-{uuid.uuid4().hex[:10]}"
+    scheduler = {
+        "type": "LRRangeTest",
+        "params": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": 40},
+    }
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        created = http.put(
+            f"/v1/runs/{run_id}", json={"scheduler": scheduler, "param_groups": [{"lr": 0.1}]}
+        )
+        assert created.status_code == 201, created.text
+        lr = 1e-4
+        for step in range(1, steps + 1):
+            loss = 1.0 - 0.2 * math.log10(lr) if lr < 0.1 else 1.2 + (lr - 0.1) * 100
+            answer = http.post(
+                f"/v1/runs/{run_id}/steps", json={"step": step, "metrics": {"loss": loss}}
+            )
+            lr = answer.json()["lr"][0]
+    return run_id
+
+
+def test_lr_suggestion_prints_every_method_the_chosen_one_first(
+    sqlite_server: LiveServer,
+) -> None:
+    run_id = create_range_test(sqlite_server, steps=40)
+    completed = lrkeeper(
+        "lr-suggestion", run_id, "--method", "valley", "--url", sqlite_server.base_url
+    )
+    assert completed.returncode == 0, completed.stderr
+    header, *rows = completed.stdout.splitlines()
+    assert header.split() == ["method", "lr"]
+    names = [row.split()[0] for row in rows]
+    assert names == ["valley", "steepest", "minimum", "base_lr", "max_lr"]
+    assert rows[0].split()[2] == "chosen"
+    with httpx.Client(base_url=sqlite_server.base_url) as http:
+        answer = http.get(f"/v1/runs/{run_id}/lr-suggestion").json()
+    assert float(rows[0].split()[1]) == pytest.approx(answer["suggestions"]["valley"], rel=1e-5)
+
+
+@pytest.mark.parametrize("image", ["svg", "png"])
+def test_lr_suggestion_chart_writes_the_services_picture(
+    sqlite_server: LiveServer, tmp_path: Path, image: str
+) -> None:
+    run_id = create_range_test(sqlite_server, steps=20)
+    out = tmp_path / f"suggestion.{image}"
+    completed = lrkeeper(
+        "lr-suggestion", run_id, "--url", sqlite_server.base_url, "--chart", str(out)
+    )
+    assert completed.returncode == 0, completed.stderr
+    content = out.read_bytes()
+    if image == "png":
+        assert content.startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        svg = ElementTree.fromstring(content)
+        for gid in ("loss-curve", "suggestion-steepest", "suggestion-minimum", "suggestion-valley"):
+            assert svg.find(f".//*[@id='{gid}']") is not None, gid
+
+
+def test_lr_suggestion_before_ten_steps_fails_with_the_problem_detail(
+    sqlite_server: LiveServer,
+) -> None:
+    run_id = create_range_test(sqlite_server, steps=3)
+    completed = lrkeeper("lr-suggestion", run_id, "--url", sqlite_server.base_url)
+    assert completed.returncode == 1
+    assert "10 steps" in completed.stderr
