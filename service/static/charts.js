@@ -277,7 +277,53 @@
     }
   }
 
+  // -- a range test's loss against lr ------------------------------------------------------
+  // The curve of GET /lr-suggestion on a log lr axis, each method's suggestion a vertical line
+  // named on hover (the method the answer chose drawn solid).
+
+  const SUGGESTION_COLOURS = { steepest: "#d62728", minimum: "#2ca02c", valley: "#9467bd" };
+
+  async function drawSuggestion(element) {
+    const status = element.closest(".suggestion-panel").querySelector(".suggestion-status");
+    const runId = JSON.parse(element.dataset.run);
+    const method = element.dataset.method || "steepest";
+    try {
+      const query = new URLSearchParams({ method });
+      const answer = await getJson(`${runPath(runId)}/lr-suggestion?${query}`);
+      const losses = answer.curve.map((point) => finite(point[1]));
+      const shown = losses.filter((loss) => loss !== null);
+      const low = Math.min(...shown);
+      const high = Math.max(...shown.slice(0, shown.indexOf(low) + 1));
+      const span = high - low || Math.abs(low) || 1;
+      const bottom = low - 0.05 * span;
+      const top = high + 0.25 * span;
+      const traces = [{
+        x: answer.curve.map((point) => finite(point[0])), y: losses, mode: "lines",
+        name: "smoothed loss", line: { color: "#1f77b4" },
+        hovertemplate: "lr %{x:.3g}<br>loss %{y:.4g}<extra></extra>",
+      }];
+      Object.entries(answer.suggestions).forEach(([name, lr]) => {
+        traces.push({
+          x: [lr, lr], y: [bottom, top], mode: "lines", name: `${name}: ${lr.toPrecision(3)}`,
+          line: { color: SUGGESTION_COLOURS[name] || "#7f7f7f", dash: name === answer.method ? "solid" : "dash" },
+          hovertemplate: `${name}<br>lr %{x:.3g}<extra></extra>`,
+        });
+      });
+      await Plotly.react(element, traces, {
+        margin: { t: 20, r: 20, b: 50, l: 60 }, height: 360,
+        xaxis: { type: "log", title: { text: "lr (log scale)" } },
+        yaxis: { title: { text: "smoothed loss" }, range: [bottom, top] },
+      }, { responsive: true });
+      element.dataset.loaded = "1";
+      status.textContent = `${answer.curve.length} steps; ${answer.method}: ${answer.lr.toPrecision(3)}`;
+    } catch (error) {
+      status.textContent = String(error.message || error);
+      element.dataset.error = status.textContent;
+    }
+  }
+
   function start() {
+    document.querySelectorAll(".suggestion-chart").forEach(drawSuggestion);
     document.querySelectorAll(".chart").forEach((element) => {
       // plotly's own handler registration exists only once a plot is made: make an empty one.
       Plotly.newPlot(element, [], {}, { responsive: true }).then(() => setUp(element));

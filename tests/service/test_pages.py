@@ -241,3 +241,21 @@ def test_assets_and_docs_need_no_token_but_pages_do(server_factory: ServerFactor
         assert http.get("/redoc").status_code == 200
         assert http.get("/").status_code == 303  # to the login form
         assert http.get("/preview").status_code == 303
+
+
+def test_only_a_range_test_run_page_has_the_loss_vs_lr_chart_and_its_links(
+    client: httpx.Client,
+) -> None:
+    range_test = {
+        "type": "LRRangeTest",
+        "params": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": 20},
+    }
+    run_id = create_run(client, 0, scheduler=range_test)
+    response = client.get(f"/runs/{run_id}")
+    page = parse(response)
+    assert 'id="suggestion-chart"' in response.text
+    assert "loss vs lr" in response.text
+    for link in ("lr-suggestion", "lr-suggestion/chart.svg", "lr-suggestion/chart.png"):
+        assert f"/v1/runs/{run_id}/{link}" in page.links
+    other = client.get(f"/runs/{create_run(client, 3)}").text
+    assert "suggestion-chart" not in other
