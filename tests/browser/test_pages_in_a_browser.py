@@ -290,3 +290,38 @@ def test_the_readme_chart_is_drawn_from_a_real_run(
     README_CHART.parent.mkdir(exist_ok=True)
     page.locator(".chart").screenshot(path=README_CHART)
     assert README_CHART.stat().st_size > 10_000
+
+
+def test_a_range_test_page_draws_loss_against_lr_with_every_suggestion(
+    offline_page: OfflinePage, sqlite_server: LiveServer
+) -> None:
+    range_test = {
+        "type": "LRRangeTest",
+        "params": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": 60},
+    }
+    with httpx.Client(base_url=sqlite_server.base_url, timeout=60) as http:
+        run_id = create(http, "range", range_test)
+        for step in range(1, 61):
+            # Falls fastest around lr 1e-2, bottoms out near 1e-1, then blows up.
+            loss = 2.0 - math.tanh((step - 25) / 8) + (0.02 * (step - 45) ** 2 if step > 45 else 0)
+            body = {"step": step, "metrics": {"loss": loss}}
+            answer = http.post(f"/v1/runs/{run_id}/steps", json=body)
+            assert answer.status_code == 200, answer.text
+            if answer.json().get("stop"):
+                break
+        expected = http.get(f"/v1/runs/{run_id}/lr-suggestion").json()
+    page = offline_page.page
+    page.goto(f"/runs/{run_id}")
+    page.wait_for_function("document.getElementById('suggestion-chart').dataset.loaded === '1'")
+    names = page.evaluate(
+        "Array.from(document.getElementById('suggestion-chart').data, t => t.name)"
+    )
+    assert names[0] == "smoothed loss"
+    for method, lr in expected["suggestions"].items():
+        assert f"{method}: {lr:.3g}" in [name.replace("e-", "e-") for name in names] or any(
+            name.startswith(f"{method}: ") for name in names
+        )
+    assert (
+        page.evaluate("document.getElementById('suggestion-chart')._fullLayout.xaxis.type") == "log"
+    )
+    offline_page.screenshot("range-test")

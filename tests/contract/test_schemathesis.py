@@ -29,7 +29,7 @@ STATEFUL_SECONDS = 120
 STATEFUL_RUNS_AT_LEAST = 20
 # Pictures lead nowhere and cost a drawing each (~0.2 s, forty times a step report): the
 # stateful walk leaves them to the single-call phases, which fuzz them like every operation.
-STATEFUL_EXCLUDED_OPERATIONS = "^(run|preview)_chart_(svg|png)$"
+STATEFUL_EXCLUDED_OPERATIONS = "^(run|preview|lr_suggestion)_chart_(svg|png)$"
 
 
 def run_schemathesis(
