@@ -238,7 +238,7 @@
         drawnRange = range;
         await Plotly.react(element, traces, layoutFor(traces, scale(), range, shapes), { responsive: true });
         const rows = loaded.reduce((sum, entry) => sum + entry.history.items.length, 0);
-        const thinned = loaded.some((entry) => entry.history.thinned);
+        const thinned = loaded.some((entry) => entry.history.thinned && entry.history.thinned.bucket_steps > 1);
         finished(traces, `${rows} rows${range ? ` of steps ${Math.floor(range[0])}–${Math.ceil(range[1])}` : ""}` +
           `${thinned ? " (thinned: every bucket's lowest and highest values kept)" : ""}`);
       } catch (error) {
