@@ -40,6 +40,7 @@ EXAMPLES = readme_examples()
 def test_readme_shows_the_loop_and_each_trainer() -> None:
     assert sorted(EXAMPLES) == [
         "accelerate-demo-1",
+        "hf-demo-1",
         "lightning-demo-1",
         "linear-demo-1",
         "trainer-demo-1",
@@ -65,4 +66,6 @@ def test_readme_example_runs_verbatim_and_finishes_its_run(
     assert completed.returncode == 0, completed.stderr[-3000:]
     with LRKeeper(sqlite_server.base_url) as keeper:
         run = keeper.get_run(run_id)
-    assert run.step == run.scheduler["params"]["total_steps"]
+    params = run.scheduler["params"]
+    # torch's total_steps, or transformers' num_training_steps for an hf: schedule.
+    assert run.step == params.get("total_steps", params.get("num_training_steps"))
