@@ -45,8 +45,18 @@ from client.wire import step_reporter_for
 REGISTERED_KEY = "lrkeeper_registered"
 
 # The metric name a bare number is sent under, for configs that name no monitor.
-_DEFAULT_MONITORS = {"ReduceLROnPlateau": "val_loss", "LRRangeTest": "loss"}
+_DEFAULT_MONITORS = {
+    "ReduceLROnPlateau": "val_loss",
+    "LRRangeTest": "loss",
+    "hf:reduce_lr_on_plateau": "eval_loss",
+}
 _FALLBACK_MONITOR = "loss"
+# The hf: types whose transformers schedule reads ``optimizer.defaults["lr"]``: the run
+# takes it as the param ``lr_init`` (the registry's types with that param; a test keeps
+# the two equal).
+_READS_DEFAULT_LR = frozenset(
+    {"hf:polynomial", "hf:cosine_with_min_lr", "hf:cosine_warmup_with_min_lr"}
+)
 # The group keys a schedule writes: reading one of them takes the answer on its way first.
 _SCHEDULED_KEYS = frozenset({"lr", "momentum", "betas"})
 
@@ -70,6 +80,10 @@ class RemoteLRScheduler:
     (so every rank may construct it). ``scheduler=None`` attaches to an existing run.
     Either way the optimizer ends up holding the run's current values and
     ``last_epoch`` is the run's current step.
+
+    An ``hf:`` type whose transformers schedule reads ``optimizer.defaults["lr"]``
+    (``hf:polynomial``, ``hf:cosine_with_min_lr``, ``hf:cosine_warmup_with_min_lr``)
+    is sent with ``lr_init`` set to it unless the config names one.
 
     ``monitor`` names the metric a bare number passed to :meth:`step` is sent
     under; by default the run's own ``monitor`` (``val_loss`` for ReduceLROnPlateau).
@@ -119,7 +133,8 @@ class RemoteLRScheduler:
             if scheduler is None:
                 run = self.client.get_run(run_id)
             else:
-                run = self.client.put_run(run_id, scheduler, self._registered_groups(), metadata)
+                config = with_optimizer_default_lr(scheduler, optimizer)
+                run = self.client.put_run(run_id, config, self._registered_groups(), metadata)
             if len(run.lr) != len(groups):
                 raise ValueError(
                     f"run {run_id!r} has {len(run.lr)} param groups, the optimizer {len(groups)}"
@@ -497,6 +512,36 @@ def _write(group: dict[str, Any], key: str, value: Any) -> None:
         dict.__setitem__(group, key, value)
     else:
         group[key] = value
+
+
+def with_optimizer_default_lr(config: Mapping[str, Any], optimizer: Any) -> Mapping[str, Any]:
+    """``config`` with ``lr_init`` = the optimizer's default lr wherever an ``hf:`` type
+    reads it and the config leaves it out, composites' children included.
+
+    transformers reads ``optimizer.defaults["lr"]``, which only the client can see; the
+    service's default (the first group's lr) is the same for most optimizers, not all.
+    """
+    defaults = getattr(optimizer, "defaults", None)
+    default_lr = defaults.get("lr") if isinstance(defaults, Mapping) else None
+    if not isinstance(default_lr, int | float) or isinstance(default_lr, bool):
+        return config
+    return _fill_lr_init(config, default_lr)
+
+
+def _fill_lr_init(config: Mapping[str, Any], default_lr: float) -> Mapping[str, Any]:
+    params = config.get("params")
+    if not isinstance(params, Mapping):
+        return config
+    if config.get("type") in _READS_DEFAULT_LR and "lr_init" not in params:
+        return {**config, "params": {**params, "lr_init": default_lr}}
+    children = params.get("schedulers")
+    if isinstance(children, list):
+        filled = [
+            _fill_lr_init(child, default_lr) if isinstance(child, Mapping) else child
+            for child in children
+        ]
+        return {**config, "params": {**params, "schedulers": filled}}
+    return config
 
 
 def _resolve_monitor(config: Mapping[str, Any], requested: str | None) -> str:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 # Configs whose step() takes the monitored metric: the keys of scheduler.py's
 # _DEFAULT_MONITORS (a test keeps the two equal).
-METRIC_DRIVEN_TYPES = frozenset({"ReduceLROnPlateau", "LRRangeTest"})
+METRIC_DRIVEN_TYPES = frozenset({"ReduceLROnPlateau", "LRRangeTest", "hf:reduce_lr_on_plateau"})
 
 SchedulerT = TypeVar("SchedulerT", bound=type)
 

@@ -49,6 +49,12 @@ ENGINE_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
     ("LRRangeTest", "start_lr"): {"exclusiveMinimum": 0},
     ("LRRangeTest", "num_steps"): {"minimum": 1},
     ("LRRangeTest", "mode"): {"enum": ["exp", "linear"]},
+    ("hf:inverse_sqrt", "timescale"): {"minimum": 1},
+    ("hf:reduce_lr_on_plateau", "factor"): {"exclusiveMaximum": 1},
+    ("hf:reduce_lr_on_plateau", "mode"): {"enum": ["min", "max"]},
+    ("hf:reduce_lr_on_plateau", "threshold_mode"): {"enum": ["rel", "abs"]},
+    ("hf:warmup_stable_decay", "warmup_type"): {"enum": ["linear", "cosine", "1-sqrt"]},
+    ("hf:warmup_stable_decay", "decay_type"): {"enum": ["linear", "cosine", "1-sqrt"]},
 }
 # Stored text holds no NUL (service.limits.check_text: PostgreSQL cannot store it).
 STORABLE_TEXT = r"^[^\x00]*$"
@@ -129,15 +135,27 @@ def scheduler_config_schemas() -> dict[str, dict[str, Any]]:
     variants: dict[str, dict[str, Any]] = {}
     leaves: list[str] = []
     for type_name, scheduler_class in SCHEDULER_TYPES.items():
-        name = f"{type_name}Config"
+        name = variant_name(type_name)
         variants[name] = _variant_schema(type_name, scheduler_class)
         if not _has_children(scheduler_class):
             leaves.append(name)
-    mapping = {type_name: SCHEMAS_REF + f"{type_name}Config" for type_name in SCHEDULER_TYPES}
+    mapping = {type_name: SCHEMAS_REF + variant_name(type_name) for type_name in SCHEDULER_TYPES}
     variants["SchedulerConfig"] = _union(list(variants), mapping)
-    leaf_mapping = {key: ref for key, ref in mapping.items() if f"{key}Config" in leaves}
+    leaf_mapping = {key: ref for key, ref in mapping.items() if variant_name(key) in leaves}
     variants["ChildSchedulerConfig"] = _union(leaves, leaf_mapping)
     return variants
+
+
+def variant_name(type_name: str) -> str:
+    """``CosineAnnealingLRConfig``; ``hf:cosine_with_restarts`` → ``HfCosineWithRestartsConfig``.
+
+    OpenAPI's component names allow letters, digits, ".", "-" and "_" only, and generated
+    clients turn them into class names, so an ``hf:`` type is spelled in CamelCase.
+    """
+    if type_name.startswith("hf:"):
+        words = type_name.removeprefix("hf:").split("_")
+        type_name = "Hf" + "".join(word.capitalize() for word in words)
+    return f"{type_name}Config"
 
 
 def _union(names: list[str], mapping: dict[str, str]) -> dict[str, Any]:
@@ -184,7 +202,7 @@ def _variant_schema(type_name: str, scheduler_class: type) -> dict[str, Any]:
     if required:
         params["required"] = required
     variant: dict[str, Any] = {
-        "title": f"{type_name}Config",
+        "title": variant_name(type_name),
         "type": "object",
         "required": ["type", "params"] if required else ["type"],
         "properties": {"type": {"type": "string", "enum": [type_name]}, "params": params},

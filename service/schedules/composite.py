@@ -16,8 +16,7 @@ from typing import Any
 
 from service.schedules.base import Captured, Group, Metrics, ScheduleEvent, Scheduler
 from service.schedules.errors import InvalidConfig
-
-PLATEAU = "ReduceLROnPlateau"
+from service.schedules.plateau import ReduceLROnPlateau
 
 
 def _is_metric_driven_leaf(child: Scheduler) -> bool:
@@ -122,7 +121,7 @@ class SequentialLR(_Composite):
             )
         last = len(children) - 1
         for index, child in enumerate(children):
-            if _is_metric_driven_leaf(child) and not (child.type_name == PLATEAU and index == last):
+            if _is_metric_driven_leaf(child) and not (self._takes_over(child) and index == last):
                 raise InvalidConfig(
                     ("params", "schedulers", index, "type"),
                     f"SequentialLR does not support {child.type_name} here: it needs a metric "
@@ -151,7 +150,8 @@ class SequentialLR(_Composite):
 
     @staticmethod
     def _takes_over(child: Scheduler) -> bool:
-        return child.type_name == PLATEAU
+        # hf:reduce_lr_on_plateau is one too (a subclass): the same rules hold for it.
+        return isinstance(child, ReduceLROnPlateau)
 
     def start(self) -> None:
         for child in self.children:

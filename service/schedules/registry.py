@@ -1,6 +1,7 @@
 """Scheduler configs in, scheduler objects out: the engine's one entry point.
 
-A config is ``{"type": <torch class name>, "params": {...}, "monitor"?: str}``;
+A config is ``{"type": <torch class name>, "params": {...}, "monitor"?: str}`` (or
+``"hf:<transformers SchedulerType>"``, with ``get_scheduler``'s keyword arguments);
 its parameter model is the class's ``Params`` dataclass (torch's keyword names,
 annotations and defaults, without ``optimizer``, ``verbose`` and ``last_epoch`` —
 resuming is ``restore``'s job, so ``last_epoch`` is an unknown parameter here).
@@ -39,6 +40,7 @@ from service.schedules.decay import (
     StepLR,
 )
 from service.schedules.errors import ExpressionError, InvalidConfig, InvalidStepValue
+from service.schedules.huggingface import HF_SCHEDULERS
 from service.schedules.plateau import ReduceLROnPlateau
 from service.schedules.range_test import LRRangeTest
 
@@ -64,6 +66,7 @@ SCHEDULER_TYPES: dict[str, SchedulerClass] = {
         SequentialLR,
         ChainedScheduler,
         LRRangeTest,
+        *HF_SCHEDULERS,
     )
 }
 

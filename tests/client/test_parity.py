@@ -53,6 +53,27 @@ def _cfg(type_name: str, **params: Any) -> dict[str, Any]:
     return {"type": type_name, "params": params}
 
 
+def _hf(name: str, **kwargs: Any) -> TorchFactory:
+    """transformers' ``get_scheduler(name, ...)``: counts by name, the rest as its kwargs."""
+
+    def make(optimizer: torch.optim.Optimizer) -> Any:
+        transformers = pytest.importorskip("transformers")
+        counts = {key: value for key, value in kwargs.items() if key in HF_COUNTS}
+        specific = {key: value for key, value in kwargs.items() if key not in HF_COUNTS}
+        return transformers.get_scheduler(
+            name, optimizer, scheduler_specific_kwargs=specific, **counts
+        )
+
+    return make
+
+
+def _hf_case(name: str, optimizer: OptimizerKind = "sgd", **params: Any) -> Case:
+    return Case(_cfg(f"hf:{name}", **params), _hf(name, **params), optimizer=optimizer)
+
+
+HF_COUNTS = ("num_warmup_steps", "num_training_steps")
+
+
 CASES: dict[str, Case] = {
     "LambdaLR": Case(
         _cfg("LambdaLR", lr_lambda=["0.95 ** epoch", "1.0 / (epoch + 1)"]),
@@ -219,6 +240,43 @@ CASES: dict[str, Case] = {
             ]
         ),
     ),
+    # Hugging Face's schedules, as transformers.get_scheduler builds them. The twin
+    # optimizers' first group holds the default lr, so hf:polynomial's lr_init is moot
+    # here; test_hf_schedules_read_the_optimizers_default_lr makes it matter.
+    "hf:linear": _hf_case("linear", num_warmup_steps=4, num_training_steps=20),
+    "hf:cosine": _hf_case("cosine", "adam", num_warmup_steps=3, num_training_steps=22),
+    "hf:cosine_with_restarts": _hf_case(
+        "cosine_with_restarts", num_warmup_steps=2, num_training_steps=20, num_cycles=3
+    ),
+    "hf:polynomial": _hf_case(
+        "polynomial", num_warmup_steps=5, num_training_steps=18, lr_end=1e-4, power=2.0
+    ),
+    "hf:constant_with_warmup": _hf_case("constant_with_warmup", num_warmup_steps=6),
+    "hf:inverse_sqrt": _hf_case("inverse_sqrt", "adam", num_warmup_steps=5),
+    "hf:cosine_with_min_lr": _hf_case(
+        "cosine_with_min_lr", num_warmup_steps=3, num_training_steps=20, min_lr=0.004
+    ),
+    "hf:cosine_warmup_with_min_lr": _hf_case(
+        "cosine_warmup_with_min_lr",
+        num_warmup_steps=4,
+        num_training_steps=20,
+        min_lr_rate=0.05,
+        warmup_lr_rate=0.1,
+    ),
+    "hf:warmup_stable_decay": _hf_case(
+        "warmup_stable_decay",
+        num_warmup_steps=4,
+        num_decay_steps=8,
+        num_training_steps=20,
+        decay_type="1-sqrt",
+        min_lr_ratio=0.1,
+    ),
+    "hf:reduce_lr_on_plateau": Case(
+        _cfg("hf:reduce_lr_on_plateau", factor=0.5, patience=2, cooldown=1),
+        _hf("reduce_lr_on_plateau", factor=0.5, patience=2, cooldown=1),
+        steps=len(PLATEAU_LOSSES),
+        metrics=PLATEAU_LOSSES,
+    ),
 }
 
 
@@ -257,6 +315,59 @@ def test_training_loop_holds_torch_schedulers_values_at_every_step(
     assert len(seen_lrs) > 1, "the schedule never changed the lr: the comparison proved nothing"
     assert torch.equal(remote_model.weight, local_model.weight)
     assert torch.equal(remote_model.bias, local_model.bias)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        _cfg("hf:polynomial", num_warmup_steps=3, num_training_steps=15, lr_end=0.001),
+        _cfg("hf:cosine_with_min_lr", num_warmup_steps=2, num_training_steps=15, min_lr=0.01),
+        _cfg(
+            "SequentialLR",
+            schedulers=[
+                _cfg("ConstantLR", factor=0.5, total_iters=3),
+                _cfg("hf:cosine_warmup_with_min_lr", num_warmup_steps=2, num_training_steps=12,
+                     min_lr=0.01),
+            ],
+            milestones=[3],
+        ),
+    ],
+    ids=["hf:polynomial", "hf:cosine_with_min_lr", "in-SequentialLR"],
+)  # fmt: skip
+def test_hf_schedules_read_the_optimizers_default_lr(
+    config: dict[str, Any], keeper: LRKeeper, run_id: str
+) -> None:
+    """Groups at 0.05 and 0.3 under a default lr of 0.2: transformers divides by 0.2, and
+    the client sends it as ``lr_init`` (the service alone would take the first group's)."""
+
+    def optimizer() -> torch.optim.Optimizer:
+        groups = [
+            {"params": [torch.zeros(2, requires_grad=True)], "lr": 0.05},
+            {"params": [torch.zeros(2, requires_grad=True)], "lr": 0.3},
+        ]
+        return torch.optim.SGD(groups, lr=0.2)
+
+    local_optimizer, remote_optimizer = optimizer(), optimizer()
+    local = _torch_of(config, local_optimizer)
+    remote = RemoteLRScheduler(remote_optimizer, run_id, config, client=keeper, pipelined=False)
+    assert "lr_init" not in str(config)
+    assert remote.get_last_lr() == local.get_last_lr()
+    for step in range(1, 16):
+        local.step()
+        remote.step()
+        assert remote.get_last_lr() == local.get_last_lr(), f"step {step}"
+    assert "'lr_init': 0.2" in str(keeper.get_run(run_id).scheduler)
+
+
+def _torch_of(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """The torch / transformers scheduler for a config of this module's vocabulary."""
+    params = dict(config["params"])
+    if config["type"] == "SequentialLR":
+        children = [_torch_of(child, optimizer) for child in params["schedulers"]]
+        return lr_scheduler.SequentialLR(optimizer, children, milestones=params["milestones"])
+    if config["type"].startswith("hf:"):
+        return _hf(config["type"].removeprefix("hf:"), **params)(optimizer)
+    return getattr(lr_scheduler, config["type"])(optimizer, **params)
 
 
 def test_history_records_every_step_with_its_metrics(keeper: LRKeeper, run_id: str) -> None:

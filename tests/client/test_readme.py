@@ -41,6 +41,7 @@ def test_readme_shows_the_loop_each_trainer_and_find_lr() -> None:
     assert sorted(EXAMPLES) == [
         "accelerate-demo-1",
         "find-demo-1",
+        "hf-demo-1",
         "lightning-demo-1",
         "linear-demo-1",
         "trainer-demo-1",
@@ -66,8 +67,10 @@ def test_readme_example_runs_verbatim_and_finishes_its_run(
     assert completed.returncode == 0, completed.stderr[-3000:]
     with LRKeeper(sqlite_server.base_url) as keeper:
         run = keeper.get_run(run_id)
+    params = run.scheduler["params"]
     if run.scheduler["type"] == "LRRangeTest":  # it ends where the loss blew up
         assert run.status == "finished"
         assert run.step >= 10
     else:
-        assert run.step == run.scheduler["params"]["total_steps"]
+        # torch's total_steps, or transformers' num_training_steps for an hf: schedule.
+        assert run.step == params.get("total_steps", params.get("num_training_steps"))

@@ -16,8 +16,9 @@ import pytest
 from torch.optim import lr_scheduler
 
 from client import LRKeeper, RemoteLRScheduler
-from client.scheduler import _DEFAULT_MONITORS
+from client.scheduler import _DEFAULT_MONITORS, _READS_DEFAULT_LR
 from client.torch_flavour import METRIC_DRIVEN_TYPES
+from service.schedules import scheduler_types
 from tests.client.torch_free_worker import drive
 from tests.client.training import make_optimizer, tiny_model
 from tests.conftest import PROJECT_ROOT, LiveServer
@@ -59,6 +60,19 @@ def test_attaching_to_a_plateau_run_takes_the_class_of_the_runs_config(
 
 def test_metric_driven_types_are_those_with_a_default_monitor() -> None:
     assert set(_DEFAULT_MONITORS) == METRIC_DRIVEN_TYPES
+
+
+def test_the_clients_type_facts_agree_with_the_services_registry() -> None:
+    """The client cannot import the service: its copies of the registry's facts are checked."""
+    described = scheduler_types()
+    assert {
+        entry["type"]: entry["default_monitor"] for entry in described if entry["uses_metric"]
+    } == _DEFAULT_MONITORS
+    assert {
+        entry["type"]
+        for entry in described
+        if any(param["name"] == "lr_init" for param in entry["params"])
+    } == _READS_DEFAULT_LR
 
 
 def test_torchs_constructor_never_wraps_the_optimizers_step(keeper: LRKeeper, run_id: str) -> None:

@@ -102,6 +102,13 @@ def test_scheduler_config_has_one_variant_per_registered_type(document: dict[str
     assert "monitor" in schemas["ReduceLROnPlateauConfig"]["properties"]
     assert "monitor" not in schemas["CosineAnnealingLRConfig"]["properties"]
     assert schemas["CosineAnnealingLRConfig"]["properties"]["params"]["required"] == ["T_max"]
+    # hf: types, under names OpenAPI allows (no ":"), with get_scheduler's params and defaults.
+    assert union["discriminator"]["mapping"]["hf:linear"].endswith("/HfLinearConfig")
+    hf_linear = schemas["HfLinearConfig"]["properties"]
+    assert hf_linear["type"]["enum"] == ["hf:linear"]
+    assert hf_linear["params"]["required"] == ["num_warmup_steps", "num_training_steps"]
+    assert "monitor" in schemas["HfReduceLrOnPlateauConfig"]["properties"]
+    assert "HfCosineConfig" in str(schemas["ChildSchedulerConfig"])
 
 
 def test_requests_are_as_strict_as_the_server(document: dict[str, Any]) -> None:
@@ -123,6 +130,8 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "CosineAnnealingWarmRestarts": {"T_0": 1},
     "OneCycleLR": {"max_lr": 0.1, "total_steps": 10},
     "LRRangeTest": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": 10},
+    "hf:inverse_sqrt": {"num_warmup_steps": 5},
+    "hf:warmup_stable_decay": {"num_warmup_steps": 2, "num_decay_steps": 5, "num_stable_steps": 3},
 }
 
 

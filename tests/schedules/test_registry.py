@@ -34,6 +34,18 @@ API_TYPES = [
     "SequentialLR",
     "ChainedScheduler",
     "LRRangeTest",
+    # API.md's "Hugging Face's schedules": hf: and transformers' SchedulerType values.
+    "hf:linear",
+    "hf:cosine",
+    "hf:cosine_with_restarts",
+    "hf:polynomial",
+    "hf:constant",
+    "hf:constant_with_warmup",
+    "hf:inverse_sqrt",
+    "hf:reduce_lr_on_plateau",
+    "hf:cosine_with_min_lr",
+    "hf:cosine_warmup_with_min_lr",
+    "hf:warmup_stable_decay",
 ]
 
 

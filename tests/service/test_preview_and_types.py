@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerPool
+from tests.schedules.test_registry import API_TYPES
 from tests.schedules.torch_oracle import run_in_torch
 
 SGD = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.8}]
@@ -149,24 +150,7 @@ def test_scheduler_types_lists_every_type_with_parameters_and_defaults(
     response = client.get("/v1/scheduler-types")
     assert response.status_code == 200
     types = {entry["type"]: entry for entry in response.json()["items"]}
-    assert set(types) == {
-        "LambdaLR",
-        "MultiplicativeLR",
-        "StepLR",
-        "MultiStepLR",
-        "ConstantLR",
-        "LinearLR",
-        "ExponentialLR",
-        "PolynomialLR",
-        "CosineAnnealingLR",
-        "CosineAnnealingWarmRestarts",
-        "CyclicLR",
-        "OneCycleLR",
-        "ReduceLROnPlateau",
-        "SequentialLR",
-        "ChainedScheduler",
-        "LRRangeTest",
-    }
+    assert set(types) == set(API_TYPES)
     step_lr = {param["name"]: param for param in types["StepLR"]["params"]}
     assert step_lr["step_size"]["required"] is True
     assert step_lr["gamma"]["default"] == 0.1
