@@ -68,8 +68,45 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "type": "LRRangeTest",
         "params": {"start_lr": 1e-4, "end_lr": 1.0, "num_steps": PREVIEW_STEPS},
     },
+    **{
+        f"hf:{name}": {"type": f"hf:{name}", "params": params}
+        for name, params in {
+            "linear": {"num_warmup_steps": 3, "num_training_steps": PREVIEW_STEPS},
+            "cosine": {"num_warmup_steps": 3, "num_training_steps": PREVIEW_STEPS},
+            "cosine_with_restarts": {
+                "num_warmup_steps": 2,
+                "num_training_steps": PREVIEW_STEPS,
+                "num_cycles": 2,
+            },
+            "polynomial": {
+                "num_warmup_steps": 2,
+                "num_training_steps": PREVIEW_STEPS,
+                "power": 2.0,
+                "lr_init": 0.1,
+            },
+            "constant": {},
+            "constant_with_warmup": {"num_warmup_steps": 4},
+            "inverse_sqrt": {"num_warmup_steps": 3},
+            "reduce_lr_on_plateau": {"patience": 1},
+            "cosine_with_min_lr": {
+                "num_warmup_steps": 2,
+                "num_training_steps": PREVIEW_STEPS,
+                "min_lr_rate": 0.1,
+            },
+            "cosine_warmup_with_min_lr": {
+                "num_warmup_steps": 2,
+                "num_training_steps": PREVIEW_STEPS,
+                "min_lr_rate": 0.1,
+            },
+            "warmup_stable_decay": {
+                "num_warmup_steps": 2,
+                "num_stable_steps": 4,
+                "num_decay_steps": 5,
+            },
+        }.items()
+    },
 }
-METRIC_DRIVEN = {"ReduceLROnPlateau", "LRRangeTest"}
+METRIC_DRIVEN = {"ReduceLROnPlateau", "LRRangeTest", "hf:reduce_lr_on_plateau"}
 CYCLES_MOMENTUM = {"CyclicLR", "OneCycleLR"}
 
 
@@ -146,7 +183,9 @@ def test_a_preview_chart_draws_every_group_at_every_step_with_a_legend(
     assert {"lr group 0", "lr group 1"} <= legend
     assert (svg.find(".//*[@id='momentum-group-0']") is not None) == ("momentum" in values)
     if type_name in METRIC_DRIVEN:
-        monitored = "val_loss" if type_name == "ReduceLROnPlateau" else "loss"
+        monitored = {"ReduceLROnPlateau": "val_loss", "hf:reduce_lr_on_plateau": "eval_loss"}.get(
+            type_name, "loss"
+        )
         assert len(vertices(by_id(svg, f"metric-{monitored}"))) == PREVIEW_STEPS
 
 
