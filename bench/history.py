@@ -21,13 +21,12 @@ extremes on write costs the hot path.
 """
 
 import argparse
-import contextlib
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,7 @@ from bench.service import (
     REPO_ROOT,
     Server,
     free_port,
-    postgresql_conninfo,
-    postgresql_databases,
+    fresh_database_urls,
     start_server,
 )
 
@@ -133,19 +131,6 @@ def time_call(
     return median(durations)
 
 
-@contextlib.contextmanager
-def database_urls(backend: str, workdir: Path, count: int) -> Iterator[list[str]]:
-    if backend == "sqlite":
-        yield [f"sqlite:///{workdir}/history-{index}.db" for index in range(count)]
-        return
-    names = [f"lrkeeper_bench_history_{uuid.uuid4().hex[:8]}_{index}" for index in range(count)]
-    with postgresql_databases(names):
-        yield [
-            postgresql_conninfo(name).replace("postgresql://", "postgresql+psycopg://")
-            for name in names
-        ]
-
-
 def time_step_reports(client: httpx.Client, count: int) -> float:
     """µs per step report, closed loop: each a new step of a fresh run."""
     run_id = f"bench-steps-{uuid.uuid4().hex[:8]}"
@@ -162,7 +147,7 @@ def run_backend(
     backend: str, plan: Plan, workdir: Path, compare_with: Path | None
 ) -> tuple[list[list[str]], list[str]]:
     """This backend's table rows and the lines under them."""
-    with database_urls(backend, workdir, 2) as urls:
+    with fresh_database_urls(backend, 2, workdir, "bench_history") as urls:
         servers = [start_lrkeeper(urls[0], workdir, f"lrkeeper-{backend}", REPO_ROOT)]
         if compare_with is not None:
             servers.append(start_lrkeeper(urls[1], workdir, f"compared-{backend}", compare_with))

@@ -21,12 +21,11 @@ Every run is fresh for every sample, so each POST meets a step the run has not s
 """
 
 import argparse
-import contextlib
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +46,8 @@ from bench.service import (
     Sample,
     System,
     Workload,
+    fresh_database_urls,
     lrkeeper_system,
-    postgresql_conninfo,
-    postgresql_databases,
     run_wrk,
     start_lrkeeper,
 )
@@ -86,20 +84,6 @@ class Plan:
     rounds: int
     seconds: int
     connections: int
-
-
-@contextlib.contextmanager
-def database_urls(backend: str, count: int, workdir: Path) -> Iterator[list[str]]:
-    """``count`` fresh databases of ``backend`` (dropped afterwards on PostgreSQL)."""
-    if backend == "sqlite":
-        yield [f"sqlite:///{workdir}/load-{index}.db" for index in range(count)]
-        return
-    names = [f"lrkeeper_load_{uuid.uuid4().hex[:10]}" for _ in range(count)]
-    with postgresql_databases(names):
-        yield [
-            postgresql_conninfo(name).replace("postgresql://", "postgresql+psycopg://")
-            for name in names
-        ]
 
 
 def drive(
@@ -148,7 +132,7 @@ def measure(
 
 
 def hot_run(backend: str, plan: Plan, workdir: Path, script: Path) -> Comparison:
-    with database_urls(backend, 1, workdir) as (url,):
+    with fresh_database_urls(backend, 1, workdir, "load") as (url,):
         server = start_lrkeeper(url, workdir, "lrkeeper-hot")
         try:
             system = lrkeeper_system(server)
@@ -174,7 +158,7 @@ def hot_run(backend: str, plan: Plan, workdir: Path, script: Path) -> Comparison
 
 
 def replicas(plan: Plan, workdir: Path, script: Path) -> Comparison:
-    with database_urls("postgresql", 1, workdir) as (url,):
+    with fresh_database_urls("postgresql", 1, workdir, "load") as (url,):
         servers = [start_lrkeeper(url, workdir, f"lrkeeper-replica-{index}") for index in (0, 1)]
         try:
             systems = [lrkeeper_system(server) for server in servers]
@@ -206,7 +190,7 @@ def replicas(plan: Plan, workdir: Path, script: Path) -> Comparison:
 
 def stacks(backend: str, plan: Plan, workdir: Path, script: Path) -> list[Comparison]:
     """asyncio + h11 against uvloop + httptools, on a step report and an lr read."""
-    with database_urls(backend, len(STACKS), workdir) as urls:
+    with fresh_database_urls(backend, len(STACKS), workdir, "load") as urls:
         servers = {
             name: start_lrkeeper(url, workdir, f"lrkeeper-{name.split()[0]}", serve_options=options)
             for (name, options), url in zip(STACKS.items(), urls, strict=True)

@@ -277,6 +277,21 @@ def postgresql_conninfo(database: str) -> str:
     return admin.rsplit("/", 1)[0] + "/" + database
 
 
+@contextlib.contextmanager
+def fresh_database_urls(backend: str, count: int, workdir: Path, label: str) -> Iterator[list[str]]:
+    """``count`` fresh databases of ``backend`` for lrkeeper (dropped afterwards on
+    PostgreSQL), named after the bench (``label``) that made them."""
+    if backend == "sqlite":
+        yield [f"sqlite:///{workdir}/{label}-{index}.db" for index in range(count)]
+        return
+    names = [f"lrkeeper_{label}_{uuid.uuid4().hex[:8]}_{index}" for index in range(count)]
+    with postgresql_databases(names):
+        yield [
+            postgresql_conninfo(name).replace("postgresql://", "postgresql+psycopg://")
+            for name in names
+        ]
+
+
 # -- what each server is asked to do ----------------------------------------------------
 
 
