@@ -175,6 +175,14 @@ def assert_engine_equals_transformers(
         # the crash may lie past this run's steps, never past the drawn counts' range.
         horizon = CRASH_HORIZON if metrics is None else len(metrics)
         longer = run_transformers(config, groups, default_lr, horizon, metrics)
+        if longer.failed_at is None and config["type"] in ("SequentialLR", "ChainedScheduler"):
+            # The rule is applied to each child as it would run alone: a child that can only
+            # crash later is refused even where SequentialLR hands over before the crash.
+            alone = (
+                run_transformers(child, groups, default_lr, horizon, metrics)
+                for child in config["params"]["schedulers"]
+            )
+            longer = next((run for run in alone if run.failed_at is not None), longer)
         assert longer.failed_at is not None, f"engine refused ({refusal}): {described}"
         return
     assert actual.lrs == expected.lrs, described
