@@ -1,6 +1,7 @@
 """A run's life: finished and failed runs take no new steps until reopened; a silent
 running run reads as stale; OneCycleLR with pct_start=1.0 runs as torch accepts it."""
 
+import re
 import time
 import uuid
 from typing import Any
@@ -93,8 +94,9 @@ def test_a_silent_running_run_reads_as_stale_until_its_next_step(
         assert listed("stale") == {silent}
         assert listed("running") == {active}
         assert listed("finished") == {finished}
-        page = client.get("/").text
-        assert f"{silent}</a></td><td class='status-stale'>stale" in page
+        row = re.search(rf'<tr data-run-id="{silent}">(.*?)</tr>', client.get("/").text, re.S)
+        assert row is not None
+        assert '<span class="status status-stale">stale</span>' in row.group(1)
         assert "lrkeeper_stale_runs 1.0" in client.get("/metrics").text
 
         assert step(client, silent, 1).status_code == 200
