@@ -74,16 +74,7 @@ def add_value(extremes: Extremes, series: str, encoded: Any, position: int) -> N
     value = decode_float(encoded) if type(encoded) is str else encoded
     if value != value:
         return
-    current = extremes.get(series)
-    if current is None:
-        extremes[series] = (value, position, value, position)
-        return
-    lowest, lowest_at, highest, highest_at = current
-    if value < lowest or (value == lowest and position < lowest_at):
-        lowest, lowest_at = value, position
-    if value > highest or (value == highest and position < highest_at):
-        highest, highest_at = value, position
-    extremes[series] = (lowest, lowest_at, highest, highest_at)
+    _fold(extremes, series, (value, position, value, position))
 
 
 def add_point(extremes: Extremes, point: Point) -> None:
@@ -93,17 +84,23 @@ def add_point(extremes: Extremes, point: Point) -> None:
 
 def merge_into(extremes: Extremes, other: Mapping[str, Extreme]) -> None:
     """Fold another block's extremes into ``extremes`` (same tie rule as :func:`add_value`)."""
-    for series, (lowest, lowest_at, highest, highest_at) in other.items():
-        current = extremes.get(series)
-        if current is None:
-            extremes[series] = (lowest, lowest_at, highest, highest_at)
-            continue
-        low, low_at, high, high_at = current
-        if lowest < low or (lowest == low and lowest_at < low_at):
-            low, low_at = lowest, lowest_at
-        if highest > high or (highest == high and highest_at < high_at):
-            high, high_at = highest, highest_at
-        extremes[series] = (low, low_at, high, high_at)
+    for series, extreme in other.items():
+        _fold(extremes, series, extreme)
+
+
+def _fold(extremes: Extremes, series: str, extreme: Extreme) -> None:
+    """One series' lowest and highest so far, with ``extreme`` taken in (earliest wins ties)."""
+    current = extremes.get(series)
+    if current is None:
+        extremes[series] = extreme
+        return
+    low, low_at, high, high_at = current
+    lowest, lowest_at, highest, highest_at = extreme
+    if lowest < low or (lowest == low and lowest_at < low_at):
+        low, low_at = lowest, lowest_at
+    if highest > high or (highest == high and highest_at < high_at):
+        high, high_at = highest, highest_at
+    extremes[series] = (low, low_at, high, high_at)
 
 
 def encoded_extremes(extremes: Extremes) -> dict[str, list[Any]]:
