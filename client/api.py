@@ -13,11 +13,18 @@ Retrying every endpoint is safe because each one is idempotent by value:
 
 - ``PUT /runs/{id}``: creating an existing run with the same config is a 200.
 - ``POST /steps``: a step the run already has is a replay of what was recorded
-  (the service's rule that also gives every rank the same lr).
+  (the service's rule that also gives every rank the same lr). On a ranked run a
+  rank's report of a step still waiting for the other ranks is answered 202 again,
+  and once decided, with the decision.
 - ``PATCH``, ``POST /lr``, ``POST /rewind``: they set a value ("status is
   finished", "lr is X", "the run is at step K"); a repeat sets it again. The only
   trace of a repeat is a second ``lr_set`` / ``rewind`` entry in the events.
 - ``POST /preview`` and every ``GET`` store nothing.
+
+Ranked runs (``put_run(..., ranks=...)``): a metric-driven step is decided once every
+rank has reported its metric, so ``report_step(..., rank=r)`` and ``lr_at(..., wait=)``
+wait for the other ranks (:func:`until_decided`), each request long-polling the service
+for at most :data:`LONG_POLL_SECONDS`.
 
 Numbers: non-finite floats travel as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
 both ways (strict JSON, as the service answers them) and are decoded back to floats.
@@ -33,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Self, SupportsFloat, cast
+from typing import Any, Final, Literal, Self, SupportsFloat, cast
 from urllib.parse import quote
 
 import httpx
@@ -48,6 +55,7 @@ from tenacity import (
 from client.errors import (
     DeadlineExceeded,
     LRKeeperError,
+    RanksUndecided,
     ServiceError,
     TransportError,
     error_from_problem,
@@ -64,6 +72,22 @@ logger = logging.getLogger(__name__)
 JSONObject = dict[str, Any]
 ImageFormat = Literal["svg", "png"]
 IMAGE_MEDIA_TYPES: dict[str, str] = {"svg": "image/svg+xml", "png": "image/png"}
+
+# The longest one request asks the service to hold it while other ranks report (the
+# service clamps it to LRKEEPER_MAX_WAIT_SECONDS, 60 by default). Short enough that a
+# connection a proxy or NAT dropped in silence is noticed, and retried, within seconds;
+# long enough that a waiting rank sends a handful of requests a minute, not a stream.
+LONG_POLL_SECONDS: Final = 10.0
+# The service's ranks timeout when a run names none (API.md, "Every rank's metric").
+DEFAULT_RANKS_TIMEOUT_S: Final = 300.0
+# How long past the run's timeout_s a rank keeps waiting before RanksUndecided. The
+# service decides at the first report after timeout_s, which a waiting rank sends within
+# a second of it; the rest is room for a slow or restarting service, whose retries the
+# retry policy bounds on its own.
+DECISION_MARGIN_SECONDS: Final = 30.0
+# How far past the run's timeout_s a waiting rank asks again: the timeout is counted
+# from the step's first report, which reached the service before this rank's answer did.
+_PAST_TIMEOUT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,31 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Ranks:
+    """A ranked run's ranks: each metric-driven step is decided once all ``world_size``
+    ranks have reported it (or ``timeout_s`` seconds after the first one did), from their
+    metrics folded by ``reduce`` (``mean``, ``min``, ``max`` or ``sum``)."""
+
+    world_size: int
+    reduce: str = "mean"
+    timeout_s: float = DEFAULT_RANKS_TIMEOUT_S
+
+    @classmethod
+    def from_json(cls, body: JSONObject) -> Self:
+        return cls(
+            world_size=int(body["world_size"]),
+            reduce=str(body.get("reduce", "mean")),
+            timeout_s=float(body.get("timeout_s", DEFAULT_RANKS_TIMEOUT_S)),
+        )
+
+    @property
+    def decision_wait(self) -> float:
+        """How long a rank waits for a step's decision before giving up: the timeout,
+        after which the service decides without the missing ranks, and a margin."""
+        return self.timeout_s + DECISION_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
 class Run:
     """A run as the service holds it (``GET /v1/runs/{run_id}``)."""
 
@@ -101,9 +150,11 @@ class Run:
     metadata: JSONObject
     created_at: datetime | None
     updated_at: datetime | None
+    ranks: Ranks | None = None
 
     @classmethod
     def from_json(cls, body: JSONObject) -> Self:
+        ranks = body.get("ranks")
         return cls(
             run_id=body["run_id"],
             status=body["status"],
@@ -116,6 +167,7 @@ class Run:
             metadata=dict(body.get("metadata") or {}),
             created_at=_timestamp(body.get("created_at")),
             updated_at=_timestamp(body.get("updated_at")),
+            ranks=Ranks.from_json(ranks) if isinstance(ranks, dict) else None,
         )
 
 
@@ -319,14 +371,21 @@ class LRKeeper:
         scheduler: Mapping[str, Any],
         param_groups: Sequence[Mapping[str, Any]],
         metadata: Mapping[str, Any] | None = None,
+        *,
+        ranks: Mapping[str, Any] | None = None,
     ) -> Run:
         """Create the run, or find it as it is when it exists with the same config.
 
-        Raises ``RunConflict`` when it exists with another scheduler or other groups.
+        ``ranks`` (``{"world_size": N, "reduce": "mean", "timeout_s": T}``, reduce and
+        timeout_s optional) makes it a ranked run: each metric-driven step is decided from
+        every rank's metric (:class:`Ranks`). Raises ``RunConflict`` when the run exists
+        with another scheduler, other groups or other ranks.
         """
         body: JSONObject = {"scheduler": scheduler, "param_groups": list(param_groups)}
         if metadata is not None:
             body["metadata"] = metadata
+        if ranks is not None:
+            body["ranks"] = dict(ranks)
         return Run.from_json(self._json("PUT", run_path(run_id), body=body))
 
     def get_run(self, run_id: str) -> Run:
@@ -363,24 +422,71 @@ class LRKeeper:
         metrics: Mapping[str, SupportsFloat] | None = None,
         *,
         worker: str | None = None,
+        rank: int | None = None,
+        wait: float | None = None,
+        ranks_timeout_s: float | None = None,
     ) -> StepAnswer:
         """Report that ``step`` steps are done; answers the values to use from now on.
 
         A step the run already has answers what was recorded (``replayed``), so
         every rank may report every step.
+
+        On a ranked run, ``rank`` says which rank reports. A metric-driven step is decided
+        once every rank has reported it: until then the service answers 202, and this call
+        sends the same report again, long-polling, until the decision comes (which it
+        answers like any other). ``wait`` bounds that in seconds (default: the run's
+        timeout_s plus :data:`DECISION_MARGIN_SECONDS`); past it, ``RanksUndecided``
+        (``wait=0``: the report is sent once). Pass the run's ``ranks_timeout_s``
+        (:attr:`Run.ranks`) when known: the call then asks again just after it, when the
+        service decides without the missing ranks, and the default ``wait`` follows it.
         """
-        body = step_report_body(step, metrics, worker)
-        return StepAnswer.from_json(self._json("POST", f"{run_path(run_id)}/steps", body=body))
+        body = step_report_body(step, metrics, worker, rank)
+        path = f"{run_path(run_id)}/steps"
+
+        def send(poll: float | None) -> JSONObject:
+            params = None if poll is None else {"wait": wait_query(poll)}
+            answer: JSONObject = self._json("POST", path, params=params, body=body, hold=poll)
+            return answer
+
+        decision = until_decided(
+            step, send, first_poll=None, wait=wait, ranks_timeout_s=ranks_timeout_s
+        )
+        return StepAnswer.from_json(decision)
 
     def current_lr(self, run_id: str) -> LrAnswer:
         """The run's lr now, including a ``set_lr`` made since its last step."""
         return LrAnswer.from_json(self._json("GET", f"{run_path(run_id)}/lr"))
 
-    def lr_at(self, run_id: str, step: int) -> LrAnswer:
-        """The lr recorded after ``step``; ``NotFound`` if the run has not reached it."""
-        return LrAnswer.from_json(
-            self._json("GET", f"{run_path(run_id)}/lr", params={"step": step})
+    def lr_at(
+        self,
+        run_id: str,
+        step: int,
+        *,
+        wait: float | None = None,
+        ranks_timeout_s: float | None = None,
+    ) -> LrAnswer:
+        """The lr recorded after ``step``; ``NotFound`` if the run has not reached it.
+
+        ``wait`` (seconds): on a ranked run whose next step ``step`` is still waiting for
+        ranks, wait up to that long for its decision (long-polling), then raise
+        ``RanksUndecided``. Without it a pending step raises ``RanksUndecided`` at once.
+        ``ranks_timeout_s`` as for :meth:`report_step`.
+        """
+        path = f"{run_path(run_id)}/lr"
+
+        def send(poll: float | None) -> JSONObject:
+            params: JSONObject = {"step": step}
+            if poll is not None:
+                params["wait"] = wait_query(poll)
+            answer: JSONObject = self._json("GET", path, params=params, hold=poll)
+            return answer
+
+        budget = 0.0 if wait is None else wait
+        first_poll = min(LONG_POLL_SECONDS, budget) if budget > 0 else None
+        decision = until_decided(
+            step, send, first_poll=first_poll, wait=budget, ranks_timeout_s=ranks_timeout_s
         )
+        return LrAnswer.from_json(decision)
 
     # -- changing a running run ---------------------------------------------------------
 
@@ -602,9 +708,15 @@ class LRKeeper:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        hold: float | None = None,
     ) -> Any:
-        """Send one call, retrying as the policy allows; the decoded JSON answer."""
-        return self._call(method, path, params, body, "application/json", _decoded_json)
+        """Send one call, retrying as the policy allows; the decoded JSON answer.
+
+        ``hold``: the seconds the service may hold the call before answering (a
+        long-poll's ``wait``), added to each attempt's timeout so that waiting as asked
+        is not taken for a dead connection.
+        """
+        return self._call(method, path, params, body, "application/json", _decoded_json, hold=hold)
 
     def _call(
         self,
@@ -614,6 +726,8 @@ class LRKeeper:
         body: Any,
         accept: str,
         decode: Callable[[httpx.Response, str], Any],
+        *,
+        hold: float | None = None,
     ) -> Any:
         query = {name: value for name, value in (params or {}).items() if value is not None}
         content = None if body is None else json.dumps(encode_floats(body), allow_nan=False)
@@ -621,7 +735,8 @@ class LRKeeper:
         def attempt(timeout: float) -> Any:
             return self._attempt(method, path, query, content, timeout, accept, decode)
 
-        return call_with_retries(f"{method} {path}", attempt, self.retry, self.timeout)
+        timeout = self.timeout + (hold or 0.0)
+        return call_with_retries(f"{method} {path}", attempt, self.retry, timeout)
 
     def _attempt(
         self,
@@ -828,7 +943,10 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 def step_report_body(
-    step: int, metrics: Mapping[str, SupportsFloat] | None, worker: str | None
+    step: int,
+    metrics: Mapping[str, SupportsFloat] | None,
+    worker: str | None,
+    rank: int | None = None,
 ) -> JSONObject:
     """``POST /steps``'s body, for every wire that sends one (this client, client.wire)."""
     body: JSONObject = {"step": step}
@@ -836,7 +954,63 @@ def step_report_body(
         body["metrics"] = {str(name): as_number(value) for name, value in metrics.items()}
     if worker is not None:
         body["worker"] = worker
+    if rank is not None:
+        body["rank"] = rank
     return body
+
+
+def wait_query(seconds: float) -> str:
+    """A long-poll's ``wait`` as the query carries it (milliseconds are plenty)."""
+    return f"{max(0.0, seconds):.3f}"
+
+
+def until_decided(
+    step: int,
+    send: Callable[[float | None], JSONObject],
+    *,
+    first_poll: float | None,
+    wait: float | None,
+    ranks_timeout_s: float | None,
+) -> JSONObject:
+    """``send(first_poll)``'s answer, or while it says the step is pending (202
+    ``{"pending": true, ...}``: other ranks have not reported), the answer of ``send(poll)``
+    asked again and again, each long-polling up to ``poll`` seconds, until one is not.
+
+    ``send`` is one call with its retries; sending the same report again is safe (the
+    service answers a rank's repeated report with the step's state). The whole wait is
+    bounded by ``wait`` (default: ``ranks_timeout_s``, else the service's default timeout,
+    plus :data:`DECISION_MARGIN_SECONDS`), then :class:`~client.errors.RanksUndecided`.
+
+    The service decides without the missing ranks at the first report (or ``GET /lr``) of
+    the step once ``ranks_timeout_s`` has passed since the step's first report, so when
+    the timeout is known a poll ends just after it: the decision then comes at once,
+    rather than up to a long-poll later.
+    """
+    timeout_s = DEFAULT_RANKS_TIMEOUT_S if ranks_timeout_s is None else ranks_timeout_s
+    budget = timeout_s + DECISION_MARGIN_SECONDS if wait is None else wait
+    started = time.monotonic()
+    answer = send(first_poll)
+    # The step's first report reached the service no later than this answer came back.
+    timeout_passes = time.monotonic() + timeout_s + _PAST_TIMEOUT_SECONDS
+    while answer.get("pending") is True:
+        now = time.monotonic()
+        left = budget - (now - started)
+        if left <= 0:
+            raise RanksUndecided(
+                step,
+                reported=_optional_int(answer.get("reported")),
+                world_size=_optional_int(answer.get("world_size")),
+                waited=now - started,
+            )
+        poll = min(LONG_POLL_SECONDS, left)
+        if ranks_timeout_s is not None and now < timeout_passes:
+            poll = min(poll, timeout_passes - now)
+        answer = send(poll)
+    return answer
+
+
+def _optional_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def preview_body(

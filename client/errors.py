@@ -22,12 +22,14 @@ a caller never has to know httpx::
     │   │   ├── ScheduleEnded(step, total_steps)
     │   │   ├── ScheduleFailed(step, parameter)  the schedule cannot compute this step
     │   │   ├── RunNotRunning                the run is finished or failed: reopen it first
+    │   │   ├── RankMetricConflict(rank, step)  a rank re-reported a step with another metric
     │   │   └── NotEnoughData                lr suggestion before 10 range-test steps
     │   ├── TooManyRequests                  429 (retried)
     │   ├── InternalError                    500 internal-error (retried)
     │   └── ServiceUnavailable               503 service-unavailable (retried)
     ├── TransportError                       no answer: refused, timed out, cut off
     │   └── DeadlineExceeded                 retries gave up at the deadline (``last_error``)
+    ├── RanksUndecided(step, reported, world_size)  no decision from the ranks in the wait allowed
     └── CheckpointAheadOfRun                 load_state_dict() of a step the run never reached
 
 Retried failures surface only once retrying stops: as ``DeadlineExceeded``, whose
@@ -208,6 +210,24 @@ class RunNotRunning(Conflict):
     slug = "run-not-running"
 
 
+class RankMetricConflict(Conflict):
+    """A rank reported step ``step`` again with another metric than the one it reported
+    first. Its first metric is already counted (or decided), so the step cannot take this
+    one; a retried report carries the same metric and is never refused."""
+
+    slug = "rank-metric-conflict"
+
+    @property
+    def rank(self) -> int | None:
+        value = self.problem.get("rank")
+        return None if value is None else int(value)
+
+    @property
+    def step(self) -> int | None:
+        value = self.problem.get("step")
+        return None if value is None else int(value)
+
+
 class NotEnoughData(Conflict):
     """An lr suggestion was asked for before the range test had enough steps."""
 
@@ -260,6 +280,30 @@ class DeadlineExceeded(TransportError):
         super().__init__(
             f"{operation}: gave up after {attempts} attempts in {elapsed:.1f}s "
             f"(deadline {deadline:g}s); last error: {last_error}"
+        )
+
+
+class RanksUndecided(LRKeeperError):
+    """Step ``step`` of a ranked run was still waiting for the other ranks' metrics when the
+    wait allowed ran out (``waited`` seconds): ``reported`` of ``world_size`` ranks had
+    reported it.
+
+    The service decides a step with the ranks present once the run's ``timeout_s`` has
+    passed, so a client waiting longer than that has lost the service, or its clock, not a
+    rank: it raises instead of training on without the step's lr. The report is recorded;
+    reporting the step again with the same metric waits for the same decision.
+    """
+
+    def __init__(
+        self, step: int, *, reported: int | None, world_size: int | None, waited: float
+    ) -> None:
+        self.step = step
+        self.reported = reported
+        self.world_size = world_size
+        self.waited = waited
+        ranks = f"{reported} of {world_size} ranks" if world_size is not None else "some ranks"
+        super().__init__(
+            f"step {step}: no decision after waiting {waited:.1f}s; {ranks} had reported it"
         )
 
 

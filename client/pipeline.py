@@ -7,6 +7,11 @@ were handed over, each with the client's retry policy, and resolves each
 whoever needs the values after step N waits for N's answer alone: every earlier
 report has been answered by then.
 
+On a ranked run the sender's "answer" to a metric-driven step is its decision: the
+reporter keeps asking (long-polling) while the other ranks have not reported, so the
+thread waits there, and whoever needs the values — the optimizer's next step, first of
+all — waits for the decision exactly as for any answer still on its way.
+
 A failed report poisons the reports handed over after it (they fail with the same
 error, unsent), because each was numbered on the assumption that the one before it
 would be recorded: sending step N+1 after N failed would make the service catch up
@@ -29,7 +34,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
-from client.api import Event, StepAnswer
+from client.api import Event, Ranks, StepAnswer
 from client.errors import TransportError
 from client.wire import StepReporter
 
@@ -80,7 +85,9 @@ class PendingStep:
         """The service's answer, waiting for it if need be; raises the report's failure.
 
         The wait is bounded by the retry policy's deadline, after which the sender
-        resolves the report with ``DeadlineExceeded``.
+        resolves the report with ``DeadlineExceeded``; on a ranked run, waiting for the
+        other ranks is bounded by the run's ``timeout_s`` and a margin, after which it
+        resolves with ``RanksUndecided``.
         """
         if not self._resolved:
             self._sender.wait_for(self)
@@ -130,9 +137,20 @@ class StepSender:
     with the previous report finds the next one when it is done.
     """
 
-    def __init__(self, reporter: StepReporter, run_id: str, worker: str) -> None:
+    def __init__(
+        self,
+        reporter: StepReporter,
+        run_id: str,
+        worker: str,
+        *,
+        rank: int | None = None,
+        ranks: Ranks | None = None,
+    ) -> None:
         self.run_id = run_id
         self.worker = worker
+        # A ranked run's reports carry the rank and wait for each step's decision.
+        self.rank = rank
+        self.ranks = ranks
         self._reporter = reporter
         self._queue: deque[PendingStep | _Stop] = deque()
         self._lock = threading.Lock()
@@ -233,7 +251,13 @@ class StepSender:
             return None, self._failure
         try:
             answer = self._reporter.report_step(
-                self.run_id, pending.step, pending.metrics, worker=self.worker
+                self.run_id,
+                pending.step,
+                pending.metrics,
+                worker=self.worker,
+                rank=self.rank,
+                wait=None if self.ranks is None else self.ranks.decision_wait,
+                ranks_timeout_s=None if self.ranks is None else self.ranks.timeout_s,
             )
         except Exception as failure:
             self._failed_generation = pending.generation

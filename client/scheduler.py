@@ -22,18 +22,26 @@ How reads of the groups wait: each group dict is replaced, once, by a dict subcl
 still on its way. That is also what makes an optimizer without torch's hooks (any
 object with ``param_groups``) pipelined. An optimizer whose groups are not dicts
 gets the blocking scheduler.
+
+Ranks: under DDP every rank reports its own metric, and a ranked run
+(``rank=``/``world_size=``, or torch.distributed when it is initialised) decides each
+metric-driven step once from all of them. The scheduler's report then waits for that
+decision, in the sender thread when pipelined (the optimizer's next step waits for it as
+for any answer on its way) or in :meth:`~RemoteLRScheduler.step` when blocking.
 """
 
 import os
 import random
 import socket
+import sys
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, SupportsFloat
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, SupportsFloat
 
-from client.api import LrAnswer, LRKeeper, Run, StepAnswer, as_number
-from client.errors import CheckpointAheadOfRun, DeadlineExceeded, NotFound
+from client.api import LrAnswer, LRKeeper, Ranks, Run, StepAnswer, as_number
+from client.errors import CheckpointAheadOfRun, DeadlineExceeded, LRKeeperError, NotFound
 from client.pipeline import PendingStep, StepSender
 from client.torch_flavour import torch_flavour
 from client.wire import step_reporter_for
@@ -69,6 +77,17 @@ class Optimizer(Protocol):
 
 # A number (or anything with __float__, such as a 0-dim tensor), or names to numbers.
 Metrics = SupportsFloat | Mapping[str, SupportsFloat] | None
+Reduce = Literal["mean", "min", "max", "sum"]
+
+
+@dataclass(frozen=True)
+class _RankIdentity:
+    """Which rank of how many this process is, and whether the caller said so (rather
+    than torch.distributed): a rank asked for by name is an error to ignore."""
+
+    rank: int
+    world_size: int
+    explicit: bool
 
 
 class RemoteLRScheduler:
@@ -93,6 +112,18 @@ class RemoteLRScheduler:
     :meth:`step` wait for the answer and write it before returning, and raise there if
     the report fails: for code that must know the report is recorded when ``step()``
     returns, or an optimizer that reads its groups in ways no dict method sees.
+
+    Ranks: with ``rank`` and ``world_size`` — or, when neither is given, from
+    ``torch.distributed`` once it is initialised with more than one process — the run is
+    created ranked (``ranks={"world_size", "reduce", "timeout_s"}`` in its PUT) and every
+    report says which rank sends it. A metric-driven step is then decided once, from
+    every rank's metric folded by ``reduce`` (``"mean"`` by default, or ``"min"``,
+    ``"max"``, ``"sum"``), or by the ranks present ``rank_timeout_s`` seconds (the
+    service's default: 300) after the step's first report; each rank's report waits for
+    that decision. ``ranks=False`` opts out: for jobs where one rank alone reports (the
+    others follow with :meth:`sync`), which a ranked run would hold waiting for ranks
+    that never report. ``ranks=True`` insists on ranked mode. Attaching to an existing run
+    (``scheduler=None``) follows the run: ranked if it was created ranked.
     """
 
     def __init__(
@@ -107,12 +138,23 @@ class RemoteLRScheduler:
         monitor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         pipelined: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        reduce: Reduce | None = None,
+        rank_timeout_s: float | None = None,
+        ranks: bool | None = None,
     ) -> None:
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups:
             raise TypeError(f"{type(optimizer).__name__} is not an optimizer: no param_groups")
         if client is not None and (url is not None or token is not None):
             raise ValueError("pass either client or url/token, not both")
+        identity = _rank_identity(rank, world_size, ranks)
+        if identity is None and (reduce is not None or rank_timeout_s is not None):
+            raise ValueError(
+                "reduce= and rank_timeout_s= configure a ranked run: pass rank= and "
+                "world_size= (or initialise torch.distributed)"
+            )
         self.optimizer = optimizer
         self.run_id = run_id
         self._owns_client = client is None
@@ -128,17 +170,30 @@ class RemoteLRScheduler:
         self._generation = 0
         self._sender: StepSender | None = None
         self._hook_handles: list[Any] = []
+        # Set from the run below: the rank its reports carry, and the run's ranks.
+        self.rank: int | None = None
+        self.ranks: Ranks | None = None
 
         try:
             if scheduler is None:
                 run = self.client.get_run(run_id)
             else:
                 config = with_optimizer_default_lr(scheduler, optimizer)
-                run = self.client.put_run(run_id, config, self._registered_groups(), metadata)
+                ranks_body = _ranks_body(identity, reduce, rank_timeout_s)
+                run = self.client.put_run(
+                    run_id, config, self._registered_groups(), metadata, ranks=ranks_body
+                )
+                if ranks_body is not None and run.ranks is None:
+                    raise LRKeeperError(
+                        f"{self.client.url} answered run {run_id!r} without the ranks it was "
+                        "created with: the service predates ranked runs"
+                    )
             if len(run.lr) != len(groups):
                 raise ValueError(
                     f"run {run_id!r} has {len(run.lr)} param groups, the optimizer {len(groups)}"
                 )
+            self.rank = _rank_for(run, identity, ranks)
+            self.ranks = run.ranks
         except BaseException:
             self.close()
             raise
@@ -150,7 +205,13 @@ class RemoteLRScheduler:
         self._apply(run.step, run.lr, run.momentum)
         self.pipelined = pipelined and all(isinstance(group, dict) for group in groups)
         if self.pipelined:
-            self._sender = StepSender(step_reporter_for(self.client), run_id, self.worker)
+            self._sender = StepSender(
+                step_reporter_for(self.client),
+                run_id,
+                self.worker,
+                rank=self.rank,
+                ranks=self.ranks,
+            )
             self._wrap_groups()
             self._hook_handles = _register_hooks(optimizer, weakref.ref(self))
 
@@ -173,7 +234,10 @@ class RemoteLRScheduler:
         ``metrics`` is a number (sent under :attr:`monitor`, as
         ``ReduceLROnPlateau.step(val_loss)`` takes it), a mapping of names to
         numbers, or nothing. Every rank may call it for every step: a step the run
-        already has answers what it recorded, so all ranks hold the same values.
+        already has answers what it recorded, so all ranks hold the same values. On a
+        ranked run a metric-driven step's answer is its decision from every rank's
+        metric: it comes once the other ranks have reported (or the run's timeout has
+        passed), and ``RanksUndecided`` is raised if it never does.
 
         Pipelined, it returns a :class:`~client.pipeline.PendingStep` at once (its
         ``step`` is known; ``replayed``, ``events``, ``stop``, ``lr`` wait for the answer),
@@ -185,7 +249,13 @@ class RemoteLRScheduler:
         body = self._metrics_body(metrics)  # converted now: a tensor may change later
         if self._sender is None:
             answer = self.client.report_step(
-                self.run_id, self._reported_step + 1, body, worker=self.worker
+                self.run_id,
+                self._reported_step + 1,
+                body,
+                worker=self.worker,
+                rank=self.rank,
+                wait=None if self.ranks is None else self.ranks.decision_wait,
+                ranks_timeout_s=None if self.ranks is None else self.ranks.timeout_s,
             )
             self.last_answer = answer
             self._apply(answer.step, answer.lr, answer.momentum)
@@ -243,7 +313,9 @@ class RemoteLRScheduler:
 
         This is how ranks that do not report follow the one that does. A ``step`` the
         run has not reached yet is waited for, up to the retry deadline: the rank that
-        reports may have handed it to its sender and not yet sent it.
+        reports may have handed it to its sender and not yet sent it. On a ranked run, a
+        step waiting for ranks is waited for until its decision (up to the run's timeout
+        and a margin).
         """
         self._settle()
         answer = self.client.current_lr(self.run_id) if step is None else self._recorded(step)
@@ -315,10 +387,14 @@ class RemoteLRScheduler:
         started = time.monotonic()
         attempts = 0
         backoff = policy.initial_backoff
+        ranks = self.ranks
+        # A ranked step whose ranks have all but reported is long-polled for its decision.
+        wait = None if ranks is None else ranks.decision_wait
+        timeout_s = None if ranks is None else ranks.timeout_s
         while True:
             attempts += 1
             try:
-                return self.client.lr_at(self.run_id, step)
+                return self.client.lr_at(self.run_id, step, wait=wait, ranks_timeout_s=timeout_s)
             except NotFound as missing:
                 if self.client.current_lr(self.run_id).step >= step:
                     # Reached now: recorded since the first look, or superseded for good.
@@ -486,6 +562,84 @@ def _register_hooks(optimizer: Optimizer, scheduler: "weakref.ref[RemoteLRSchedu
         if callable(register):
             handles.append(register(hook))
     return handles
+
+
+def _rank_identity(
+    rank: int | None, world_size: int | None, ranks: bool | None
+) -> _RankIdentity | None:
+    """This process's rank as the caller gives it, else torch.distributed's when it is
+    initialised with more than one process; None when not ranked (or ``ranks=False``)."""
+    named = rank is not None or world_size is not None
+    if ranks is False:
+        if named:
+            raise ValueError("ranks=False, but rank= or world_size= was given")
+        return None
+    distributed = _distributed_rank()
+    if named:
+        if rank is None or world_size is None:
+            if distributed is None:
+                raise ValueError(
+                    "pass both rank= and world_size= (torch.distributed is not initialised)"
+                )
+            rank = distributed[0] if rank is None else rank
+            world_size = distributed[1] if world_size is None else world_size
+        if isinstance(rank, bool) or isinstance(world_size, bool):
+            raise TypeError("rank and world_size are ints")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} is not one of world_size={world_size} ranks")
+        return _RankIdentity(rank, world_size, explicit=True)
+    if distributed is not None and distributed[1] > 1:
+        return _RankIdentity(*distributed, explicit=False)
+    if ranks is True:
+        raise ValueError(
+            "ranks=True, but no rank: pass rank= and world_size=, or initialise "
+            "torch.distributed with more than one process"
+        )
+    return None
+
+
+def _distributed_rank() -> tuple[int, int] | None:
+    """``(get_rank(), get_world_size())`` of an initialised torch.distributed, never
+    importing torch: a process group exists only in a process that loaded it."""
+    torch = sys.modules.get("torch")
+    distributed = getattr(torch, "distributed", None) if torch is not None else None
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return None
+    return int(distributed.get_rank()), int(distributed.get_world_size())
+
+
+def _ranks_body(
+    identity: _RankIdentity | None, reduce: str | None, timeout_s: float | None
+) -> dict[str, Any] | None:
+    """The PUT's ``ranks``: the service's default timeout unless one was asked for."""
+    if identity is None:
+        return None
+    body: dict[str, Any] = {"world_size": identity.world_size, "reduce": reduce or "mean"}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return body
+
+
+def _rank_for(run: Run, identity: _RankIdentity | None, ranks: bool | None) -> int | None:
+    """The rank this scheduler's reports carry: only a ranked run takes one (the service
+    refuses ``rank`` on any other), and a ranked run's metric-driven steps need it."""
+    if run.ranks is None:
+        if identity is not None and (identity.explicit or ranks is True):
+            raise ValueError(
+                f"run {run.run_id!r} is not ranked, but rank={identity.rank} was asked for"
+            )
+        return None
+    if identity is None:
+        raise ValueError(
+            f"run {run.run_id!r} is ranked (world_size={run.ranks.world_size}): pass rank= "
+            "and world_size=, or initialise torch.distributed"
+        )
+    if identity.world_size != run.ranks.world_size:
+        raise ValueError(
+            f"run {run.run_id!r} has world_size={run.ranks.world_size}, this job "
+            f"{identity.world_size}"
+        )
+    return identity.rank
 
 
 def _group_values(group: Mapping[str, Any]) -> dict[str, Any]:

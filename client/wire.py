@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from client.api import (
     USER_AGENT,
+    JSONObject,
     LRKeeper,
     RetryPolicy,
     StepAnswer,
@@ -34,6 +35,8 @@ from client.api import (
     run_path,
     service_error,
     step_report_body,
+    until_decided,
+    wait_query,
 )
 from client.errors import TransportError
 
@@ -49,7 +52,8 @@ _CLOSED_WHILE_IDLE = (
 
 
 class StepReporter(Protocol):
-    """What the background sender needs: one way to report a step, and to let go of it."""
+    """What the background sender needs: one way to report a step (waiting, on a ranked
+    run, for the step's decision as :meth:`LRKeeper.report_step` does), and to let go of it."""
 
     def report_step(
         self,
@@ -58,6 +62,9 @@ class StepReporter(Protocol):
         metrics: Mapping[str, SupportsFloat] | None = None,
         *,
         worker: str | None = None,
+        rank: int | None = None,
+        wait: float | None = None,
+        ranks_timeout_s: float | None = None,
     ) -> StepAnswer: ...
 
     def close(self) -> None: ...
@@ -106,18 +113,31 @@ class StepConnection:
         metrics: Mapping[str, SupportsFloat] | None = None,
         *,
         worker: str | None = None,
+        rank: int | None = None,
+        wait: float | None = None,
+        ranks_timeout_s: float | None = None,
     ) -> StepAnswer:
-        """What :meth:`LRKeeper.report_step <client.api.LRKeeper.report_step>` answers."""
-        body = step_report_body(step, metrics, worker)
+        """What :meth:`LRKeeper.report_step <client.api.LRKeeper.report_step>` answers,
+        waiting for a ranked step's decision the same way."""
+        body = step_report_body(step, metrics, worker, rank)
         content = json.dumps(encode_floats(body), allow_nan=False).encode()
         path = f"{self._base_path}{run_path(run_id)}/steps"
 
-        def attempt(timeout: float) -> Any:
-            return self._post(path, content, timeout)
+        def send(poll: float | None) -> JSONObject:
+            target = path if poll is None else f"{path}?wait={wait_query(poll)}"
 
-        return StepAnswer.from_json(
-            call_with_retries(f"POST {path}", attempt, self.retry, self.timeout)
+            def attempt(timeout: float) -> Any:
+                return self._post(target, content, timeout)
+
+            # The read timeout covers the time the service was asked to hold the request.
+            timeout = self.timeout + (poll or 0.0)
+            answer: JSONObject = call_with_retries(f"POST {target}", attempt, self.retry, timeout)
+            return answer
+
+        decision = until_decided(
+            step, send, first_poll=None, wait=wait, ranks_timeout_s=ranks_timeout_s
         )
+        return StepAnswer.from_json(decision)
 
     def close(self) -> None:
         if self._socket is not None:
@@ -188,8 +208,19 @@ class _SharedClient:
         metrics: Mapping[str, SupportsFloat] | None = None,
         *,
         worker: str | None = None,
+        rank: int | None = None,
+        wait: float | None = None,
+        ranks_timeout_s: float | None = None,
     ) -> StepAnswer:
-        return self._keeper.report_step(run_id, step, metrics, worker=worker)
+        return self._keeper.report_step(
+            run_id,
+            step,
+            metrics,
+            worker=worker,
+            rank=rank,
+            wait=wait,
+            ranks_timeout_s=ranks_timeout_s,
+        )
 
     def close(self) -> None:
         pass
