@@ -469,8 +469,8 @@ class LRKeeper:
 
         ``wait`` (seconds): on a ranked run whose next step ``step`` is still waiting for
         ranks, wait up to that long for its decision (long-polling), then raise
-        ``RanksUndecided``. Without it a pending step raises ``RanksUndecided`` at once.
-        ``ranks_timeout_s`` as for :meth:`report_step`.
+        ``RanksUndecided`` (``wait=0``: at once). Without ``wait`` it is the one request it
+        always was. ``ranks_timeout_s`` as for :meth:`report_step`.
         """
         path = f"{run_path(run_id)}/lr"
 
@@ -481,10 +481,10 @@ class LRKeeper:
             answer: JSONObject = self._json("GET", path, params=params, hold=poll)
             return answer
 
-        budget = 0.0 if wait is None else wait
-        first_poll = min(LONG_POLL_SECONDS, budget) if budget > 0 else None
+        # wait=0 still goes on the query: it asks for the pending answer (202), not a 404.
+        first_poll = None if wait is None else min(LONG_POLL_SECONDS, wait)
         decision = until_decided(
-            step, send, first_poll=first_poll, wait=budget, ranks_timeout_s=ranks_timeout_s
+            step, send, first_poll=first_poll, wait=wait or 0.0, ranks_timeout_s=ranks_timeout_s
         )
         return LrAnswer.from_json(decision)
 

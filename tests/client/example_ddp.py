@@ -7,8 +7,10 @@ Run it against a service (``lrkeeper serve``) with either launcher:
 
 Every rank constructs ``RemoteLRScheduler`` for the same run and calls ``step()``
 with the validation loss averaged over all ranks, so every rank sends the same
-metric and gets the same lr (a step the run already has is answered from its
-record). With ``--rank0-reports`` only rank 0 reports; the others take the value
+metric and gets the same lr. The run is ranked (the scheduler reads the rank from
+torch.distributed), so each step is decided once every rank has reported: the mean of
+the ranks' equal metrics is that metric. With ``--rank0-reports`` only rank 0 reports
+(``ranks=False``: a ranked run would wait for the others); the others take the value
 it recorded with ``sync(step)``. Kill it and run it again with the same
 ``--run-id``: it continues where the run is.
 
@@ -48,7 +50,11 @@ def train(rank: int, world_size: int, arguments: argparse.Namespace) -> None:
     model = DistributedDataParallel(nn.Linear(16, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     # Was: scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, ...)
-    scheduler = RemoteLRScheduler(optimizer, arguments.run_id, SCHEDULE, url=arguments.url)
+    # With rank 0 alone reporting, the run must not wait for every rank's metric.
+    ranked = False if arguments.rank0_reports else None
+    scheduler = RemoteLRScheduler(
+        optimizer, arguments.run_id, SCHEDULE, url=arguments.url, ranks=ranked
+    )
 
     generator = torch.Generator().manual_seed(1000 + rank)  # each rank its own shard
     true_weights = torch.linspace(-1, 1, 16)
