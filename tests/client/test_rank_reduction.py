@@ -1,0 +1,323 @@
+"""One plateau decision from every rank's metric: eight real processes, different metrics.
+
+Eight worker processes (reduction_worker.py), each its own ``RemoteLRScheduler(rank=r,
+world_size=8)`` on a real torch SGD optimizer, report a different metric at every step
+of ReduceLROnPlateau runs: on SQLite behind one service, and on PostgreSQL behind two
+replicas of it (ranks 0-3 talk to one, 4-7 to the other). Every rank must hold the same
+values at every step — read by each optimizer as it steps — and they must equal torch's
+ReduceLROnPlateau on a real optimizer fed the reduced metric, computed as the service
+does (``math.fsum(values) / len(values)`` for the mean). Even ranks are pipelined, odd
+ranks block in ``step()``: both wait for the decision.
+
+Then a rank is SIGKILLed after step KILLED_AFTER of a run with a 2 s timeout: the
+other seven carry on, each later step is decided by the ranks present once the
+timeout has passed, the run's events say which rank was missing, and the values
+still equal torch fed the reduction over the ranks present.
+
+One job of eight processes per backend runs every phase (module-scoped fixture), and
+the tests below read what it left.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import PIPE
+from typing import Any
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+from client import Event, LRKeeper, RetryPolicy
+from tests.client.conftest import TEST_DEADLINE_SECONDS
+from tests.client.reduction_worker import GROUPS
+from tests.conftest import Backend, ServerPool
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+WORKER = Path(__file__).with_name("reduction_worker.py")
+WORLD_SIZE = 8
+PLATEAU = {"type": "ReduceLROnPlateau", "params": {"factor": 0.5, "patience": 1}}
+# A falling loss with plateaus; each rank's metric is this plus noise of its own, wide
+# enough that the mean, the max and any single rank would cut the lr at different steps.
+BASE = [1.0, 0.7, 0.75, 0.72, 0.71, 0.5, 0.52, 0.55, 0.51, 0.53]
+STEPS = len(BASE)
+KILL_STEPS = 6
+KILLED_RANK = 5
+KILLED_AFTER = 3
+# Short, so the job stays short; long enough that ranks released together never miss it.
+KILL_TIMEOUT_S = 3.0
+PROCESS_DEADLINE_SECONDS = 240
+
+REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": lambda values: math.fsum(values) / len(values),
+    "min": min,
+    "max": max,
+}
+
+
+def per_rank_metrics(seed: int, steps: int) -> list[list[float]]:
+    """``metrics[r][k]``: rank r's metric for step k + 1 (seeded, so the same every run)."""
+    noise = random.Random(seed)
+    return [[BASE[k] + noise.uniform(-0.2, 0.2) for k in range(steps)] for _ in range(WORLD_SIZE)]
+
+
+# Seeds whose metrics the guards in the tests accept (the test could tell them apart).
+MEAN_METRICS = per_rank_metrics(14, STEPS)
+MAX_METRICS = per_rank_metrics(2, STEPS)
+KILL_METRICS = per_rank_metrics(109, KILL_STEPS)
+
+
+def reduced(
+    metrics: list[list[float]], reduce: str, present: Callable[[int, int], bool]
+) -> list[float]:
+    """Step by step, ``reduce`` over the metrics of the ranks ``present(rank, index)``."""
+    fold = REDUCTIONS[reduce]
+    return [
+        fold([metrics[rank][index] for rank in range(WORLD_SIZE) if present(rank, index)])
+        for index in range(len(metrics[0]))
+    ]
+
+
+def every_rank(_rank: int, _index: int) -> bool:
+    return True
+
+
+def killed_rank_gone(rank: int, index: int) -> bool:
+    """The killed rank reported steps 1..KILLED_AFTER (indexes below KILLED_AFTER)."""
+    return rank != KILLED_RANK or index < KILLED_AFTER
+
+
+def torch_values(metrics: list[float]) -> list[tuple[list[float], list[float]]]:
+    """(lr, momentum) of each group after each step: torch's ReduceLROnPlateau on SGD."""
+    weights = [torch.nn.Parameter(torch.zeros(1)) for _ in GROUPS]
+    optimizer = torch.optim.SGD(
+        [{"params": [weight], **group} for weight, group in zip(weights, GROUPS, strict=True)]
+    )
+    scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+    values = []
+    for metric in metrics:
+        optimizer.step()
+        scheduler.step(metric)
+        groups = optimizer.param_groups
+        values.append(([group["lr"] for group in groups], [group["momentum"] for group in groups]))
+    return values
+
+
+@dataclass
+class Job:
+    """What the eight ranks printed, by run and rank: ``values[run][rank][step]`` is
+    ``(lr, momentum)`` as that rank's optimizer stepped with them; and each run's events."""
+
+    run_ids: dict[str, str]
+    values: dict[str, dict[int, dict[int, tuple[list[float], list[float]]]]] = field(
+        default_factory=dict
+    )
+    events: dict[str, list[Event]] = field(default_factory=dict)
+    killed_after_step: int | None = None
+
+
+class RankOutput:
+    """Reads one rank's lines as they come: ``ready[phase]`` is set once its schedulers of
+    that phase are constructed, ``saw`` once it printed ``watch`` (a run and a step)."""
+
+    def __init__(self, process: subprocess.Popen[str], watch: tuple[str, int] | None) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+        self.ready = [threading.Event(), threading.Event()]
+        self.saw = threading.Event()
+        self._watch = watch
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for text in self.process.stdout:
+            line = json.loads(text)
+            if "ready" in line:
+                self.ready[line["ready"]].set()
+                continue
+            self.lines.append(line)
+            if self._watch == (line["run_id"], line["step"]):
+                self.saw.set()
+
+    def release(self, phase: int) -> None:
+        """Wait until the rank is ready for ``phase``, then let it go."""
+        assert self.ready[phase].wait(PROCESS_DEADLINE_SECONDS), f"never ready for {phase}"
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def finish(self) -> None:
+        self.process.wait(PROCESS_DEADLINE_SECONDS)
+        self._reader.join(PROCESS_DEADLINE_SECONDS)
+
+
+def run_job(urls: list[str], run_prefix: str) -> Job:
+    run_ids = {name: f"{run_prefix}-{name}" for name in ("mean", "max", "killed")}
+    job = Job(run_ids)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        outputs = []
+        for rank in range(WORLD_SIZE):
+            url = urls[rank * len(urls) // WORLD_SIZE]
+            together = [
+                {
+                    "run_id": run_ids["mean"],
+                    "reduce": "mean",
+                    "metrics": MEAN_METRICS[rank],
+                    "pipelined": rank % 2 == 0,
+                },
+                {
+                    "run_id": run_ids["max"],
+                    "reduce": "max",
+                    "metrics": MAX_METRICS[rank],
+                    "pipelined": rank % 2 == 0,
+                },
+            ]
+            killed = {
+                "run_id": run_ids["killed"],
+                "reduce": "min",
+                "metrics": KILL_METRICS[rank],
+                "timeout_s": KILL_TIMEOUT_S,
+                "hang_after": KILLED_AFTER if rank == KILLED_RANK else None,
+            }
+            phases = [
+                [{**spec, "url": url, "config": PLATEAU} for spec in phase]
+                for phase in ([*together], [killed])
+            ]
+            command = [
+                *(sys.executable, str(WORKER), "--rank", str(rank)),
+                *("--world-size", str(WORLD_SIZE), "--phases", json.dumps(phases)),
+            ]
+            process = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, text=True)
+            processes.append(process)
+            watch = (run_ids["killed"], KILLED_AFTER) if rank == KILLED_RANK else None
+            outputs.append(RankOutput(process, watch))
+
+        for phase in (0, 1):
+            for output in outputs:
+                output.ready[phase].wait(PROCESS_DEADLINE_SECONDS)
+            for output in outputs:
+                output.release(phase)
+        victim = outputs[KILLED_RANK]
+        assert victim.saw.wait(PROCESS_DEADLINE_SECONDS), "the rank to kill never got there"
+        os.kill(victim.process.pid, signal.SIGKILL)
+        for output in outputs:
+            output.finish()
+        failed = {
+            rank: output.process.stderr.read()[-3000:] if output.process.stderr else ""
+            for rank, output in enumerate(outputs)
+            if output.process.returncode != (-signal.SIGKILL if rank == KILLED_RANK else 0)
+        }
+        assert not failed, failed
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    for name, run_id in run_ids.items():
+        job.values[name] = {
+            rank: {
+                line["step"]: (line["lr"], line["momentum"])
+                for line in output.lines
+                if line["run_id"] == run_id
+            }
+            for rank, output in enumerate(outputs)
+        }
+    with LRKeeper(urls[0], retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as keeper:
+        job.events = {name: keeper.events(run_id) for name, run_id in run_ids.items()}
+    job.killed_after_step = max(job.values["killed"][KILLED_RANK])
+    return job
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", id="sqlite-one-service"),
+        pytest.param("postgresql", id="postgresql-two-replicas", marks=pytest.mark.postgres),
+    ],
+)
+def job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
+    backend: Backend = request.param
+    pool = ServerPool(tmp_path_factory.mktemp(f"reduction-{backend}"))
+    try:
+        first = pool(backend)
+        urls = [first.base_url]
+        if backend == "postgresql":
+            urls.append(pool(backend, database_url=first.database_url).base_url)
+        yield run_job(urls, f"reduction-{backend}-{random.randrange(1 << 32):08x}")
+    finally:
+        pool.close()
+
+
+def test_the_job_really_ran_on_every_rank_at_every_step(job: Job) -> None:
+    for name, steps in (("mean", STEPS), ("max", STEPS)):
+        assert all(sorted(held) == list(range(steps + 1)) for held in job.values[name].values())
+    survivors = [rank for rank in range(WORLD_SIZE) if rank != KILLED_RANK]
+    assert all(
+        sorted(job.values["killed"][rank]) == list(range(KILL_STEPS + 1)) for rank in survivors
+    )
+    assert job.killed_after_step == KILLED_AFTER
+
+
+@pytest.mark.parametrize("name", ["mean", "max", "killed"])
+def test_every_rank_holds_the_same_values_at_every_step(job: Job, name: str) -> None:
+    by_rank = job.values[name]
+    for step in range(max(by_rank[0]) + 1):
+        held = [values[step] for values in by_rank.values() if step in values]
+        assert len(held) >= WORLD_SIZE - 1
+        assert all(values == held[0] for values in held), f"{name} step {step}: {held}"
+
+
+@pytest.mark.parametrize(
+    ("name", "metrics", "reduce", "other_reductions"),
+    [
+        ("mean", MEAN_METRICS, "mean", ["max", "min"]),
+        ("max", MAX_METRICS, "max", ["mean", "min"]),
+    ],
+)
+def test_values_equal_torch_fed_the_reduced_metric(
+    job: Job, name: str, metrics: list[list[float]], reduce: str, other_reductions: list[str]
+) -> None:
+    expected = torch_values(reduced(metrics, reduce, every_rank))
+    # The test can tell reductions apart, and a single rank's metric from all of them.
+    for other in other_reductions:
+        assert torch_values(reduced(metrics, other, every_rank)) != expected
+    for rank in range(WORLD_SIZE):
+        assert torch_values(metrics[rank]) != expected
+
+    held = job.values[name][0]
+    assert held[0] == ([group["lr"] for group in GROUPS], [group["momentum"] for group in GROUPS])
+    assert [held[step] for step in range(1, STEPS + 1)] == expected
+
+
+def test_a_killed_rank_leaves_the_ranks_present_to_decide_after_the_timeout(job: Job) -> None:
+    expected = torch_values(reduced(KILL_METRICS, "min", killed_rank_gone))
+    for other in ("mean", "max"):
+        assert torch_values(reduced(KILL_METRICS, other, killed_rank_gone)) != expected
+    assert all(torch_values(KILL_METRICS[rank]) != expected for rank in range(WORLD_SIZE))
+    after_the_kill = expected[KILLED_AFTER - 1 :]
+    assert len({lr[0] for lr, _ in after_the_kill}) > 1, "no cut after the kill: proves little"
+
+    survivor = job.values["killed"][0]
+    assert [survivor[step] for step in range(1, KILL_STEPS + 1)] == expected
+    timed_out = [event for event in job.events["killed"] if event.kind == "ranks_timed_out"]
+    assert [event.step for event in timed_out] == list(range(KILLED_AFTER + 1, KILL_STEPS + 1))
+    assert all(event.detail["missing"] == [KILLED_RANK] for event in timed_out)
+    assert all(event.detail["reported"] == WORLD_SIZE - 1 for event in timed_out)
+    assert all(event.detail["world_size"] == WORLD_SIZE for event in timed_out)
+
+
+def test_no_rank_timed_out_where_every_rank_reported(job: Job) -> None:
+    for name in ("mean", "max"):
+        assert [event for event in job.events[name] if event.kind == "ranks_timed_out"] == []
