@@ -1,7 +1,9 @@
 """The DDP example (example_ddp.py) runs: gloo on CPU, ranks on 127.0.0.1, one run.
 
 Every rank holds the same lr at every step, and that lr is what torch's
-ReduceLROnPlateau gives for the all-reduced validation losses the ranks reported.
+ReduceLROnPlateau gives for the all-reduced validation losses the ranks reported. When
+every rank reports, the run is ranked (read from torch.distributed) and each step is the
+mean of the ranks' equal metrics; when rank 0 alone reports, it is not.
 One SQLite server is enough: what is under test is the ranks' agreement, and the
 backends are covered by the ranks and crash tests.
 """
@@ -15,7 +17,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from client import LRKeeper
+from client import LRKeeper, Ranks
 from tests.client.example_ddp import SCHEDULE
 from tests.conftest import ServerPool
 
@@ -67,6 +69,8 @@ def test_ddp_ranks_share_one_schedule(
     with LRKeeper(server.base_url) as keeper:
         run = keeper.get_run(run_id)
         assert (run.status, run.step) == ("finished", EPOCHS)
+        assert run.ranks == (None if rank0_reports else Ranks(world_size=world_size))
+        assert "ranks_timed_out" not in {event.kind for event in keeper.events(run_id)}
         reporters = {item.worker for item in keeper.history(run_id, start=1)}
     if rank0_reports:
         assert len(reporters) == 1, "only rank 0 reported"

@@ -44,6 +44,7 @@ def test_readme_shows_the_loop_each_trainer_and_find_lr() -> None:
         "hf-demo-1",
         "lightning-demo-1",
         "linear-demo-1",
+        "ranks-demo-1",
         "trainer-demo-1",
     ]
 
@@ -67,10 +68,15 @@ def test_readme_example_runs_verbatim_and_finishes_its_run(
     assert completed.returncode == 0, completed.stderr[-3000:]
     with LRKeeper(sqlite_server.base_url) as keeper:
         run = keeper.get_run(run_id)
+        event_kinds = {event.kind for event in keeper.events(run_id)}
     params = run.scheduler["params"]
     if run.scheduler["type"] == "LRRangeTest":  # it ends where the loss blew up
         assert run.status == "finished"
         assert run.step >= 10
+    elif run.ranks is not None:  # every step decided from every rank's metric
+        assert run.status == "finished"
+        assert run.step > 0
+        assert "ranks_timed_out" not in event_kinds
     else:
         # torch's total_steps, or transformers' num_training_steps for an hf: schedule.
         assert run.step == params.get("total_steps", params.get("num_training_steps"))
