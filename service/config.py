@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         default=PayloadLimits.max_json_depth, ge=8, le=MAX_JSON_DEPTH_CEILING
     )
+    # The longest a request may wait for a ranked step's decision (``?wait=S`` is cut to it).
+    max_wait_seconds: float = Field(default=60.0, ge=0, le=3600)
     # One JSON object per log line, or text for a terminal (service.logs).
     log_format: LogFormat = "text"
 

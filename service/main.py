@@ -32,6 +32,7 @@ from service.routes import (
 )
 from service.routing import answer_head_where_get
 from service.runs.steps import RecordedSteps
+from service.runs.waiting import StepWaiters
 
 
 def _package_version() -> str:
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = create_metrics()
     app.state.recorded_steps = RecordedSteps()
+    app.state.step_waiters = StepWaiters()
     install_problem_handlers(app)
     # Bearer tokens / protected mode (service.access); a malformed LRKEEPER_TOKENS stops here.
     # Added before EdgeMiddleware, so refusals are counted and carry a request id too.

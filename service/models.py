@@ -72,6 +72,8 @@ class Run(Base):
     lr: Mapped[list[Any]] = mapped_column(JSONType, nullable=False)
     momentum: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, nullable=False)
+    # {"world_size", "reduce", "timeout_s"} when a metric-driven step waits for every rank.
+    ranks: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # The last new step (creation until the first): what ``stale`` is computed from.
@@ -124,6 +126,27 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class RankReport(Base):
+    """One rank's metrics for one step of a run with ``ranks`` (service.runs.ranks).
+
+    A metric-driven step is decided once every rank has a row here (or its timeout
+    passed), so the rows are the waiting state itself: in the database, where every
+    replica sees them. They stay after the decision, so a rank repeating its report is
+    told apart from one changing it; a rewind deletes the rows past its step.
+    """
+
+    __tablename__ = "rank_reports"
+
+    run_pk: Mapped[int] = mapped_column(sa.ForeignKey("runs.id"), primary_key=True)
+    step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    # The rank's metrics, codec-encoded, as canonical JSON text (sorted keys), so sameness
+    # is a string comparison.
+    metrics: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    worker: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class StepExtremes(Base):

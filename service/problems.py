@@ -15,6 +15,7 @@ vocabulary to parse and never sees a traceback.
     ├── ScheduleEnded        409 schedule-ended       (step, total_steps)
     ├── ScheduleFailed       409 schedule-failed      (step, parameter, reason)
     ├── RunNotRunning        409 run-not-running      (run_status, step)
+    ├── RankMetricConflict   409 rank-metric-conflict (rank, step, stored)
     ├── NotEnoughData        409 not-enough-data
     ├── PayloadTooLarge      413 payload-too-large    (limit, max)
     ├── UnsupportedMediaType 415 unsupported-media-type
@@ -128,6 +129,13 @@ class RunNotRunning(Problem):
         if "status" in extensions:
             extensions["run_status"] = extensions.pop("status")
         super().__init__(detail, **extensions)
+
+
+class RankMetricConflict(Problem):
+    """A rank reported other metrics for a step it had already reported: one of the two
+    reports is wrong, and which one fed (or will feed) the decision cannot be undone."""
+
+    status, slug, title = 409, "rank-metric-conflict", "The rank reported other metrics"
 
 
 class NotEnoughData(Problem):

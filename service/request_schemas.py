@@ -73,6 +73,11 @@ def tighten_request_schemas(schemas: dict[str, Any], settings: Settings) -> None
     _tighten_param_groups(schemas, max_param_groups=settings.max_param_groups)
     _storable_text_only(schemas, max_metric_name_length=settings.max_metric_name_length)
     schemas["PreviewRequest"]["properties"]["steps"]["maximum"] = settings.max_preview_steps
+    # Omitted, not null: the server refuses null (service.schemas._refuse_null).
+    ranks = schemas["RunCreate"]["properties"]["ranks"]
+    ranks.pop("anyOf")
+    ranks["$ref"] = SCHEMAS_REF + "Ranks"
+    ranks.pop("default", None)
 
 
 def param_group_schema() -> dict[str, Any]:

@@ -159,6 +159,28 @@ class SchedulerConfig(BaseModel):
 
 ParamGroup = dict[str, Any]
 
+# How the ranks' metrics of one step become the one value the schedule reads
+# (service.runs.ranks says exactly how each is computed).
+Reduction = Literal["mean", "min", "max", "sum"]
+MAX_WORLD_SIZE = 16384
+DEFAULT_RANKS_TIMEOUT_SECONDS = 300.0
+
+
+class Ranks(_RequestBody):
+    """Every rank of a job reports each metric-driven step; the step waits for all of them."""
+
+    world_size: int = Field(strict=True, ge=1, le=MAX_WORLD_SIZE, description="How many ranks")
+    reduce: Reduction = Field(
+        default="mean", description="How the ranks' metrics become the one the schedule reads"
+    )
+    timeout_s: float = Field(
+        default=DEFAULT_RANKS_TIMEOUT_SECONDS,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Seconds after a step's first report when the ranks present decide it",
+    )
+
 
 class RunCreate(_RequestBody):
     scheduler: SchedulerConfig
@@ -170,6 +192,13 @@ class RunCreate(_RequestBody):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form; ignored on a PUT of an existing run"
     )
+    # Null is refused (_refuse_null): service.request_schemas offers the object only.
+    ranks: Ranks | None = Field(
+        default=None,
+        description="Metric-driven steps wait for every rank's metric (and reduce them)",
+    )
+
+    _no_null_ranks = field_validator("ranks", mode="before")(_refuse_null)
 
     # service.limits: bounds checked before the items are validated one by one.
     _bounded_groups = field_validator("param_groups", mode="before")(check_param_groups)
@@ -194,6 +223,18 @@ class StepReport(_RequestBody):
     step: int = Field(strict=True, ge=1, le=MAX_STEP)
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
     worker: str | None = Field(default=None, max_length=256)
+    rank: Annotated[
+        int | None,
+        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_WORLD_SIZE - 1}),
+    ] = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        lt=MAX_WORLD_SIZE,
+        description="The reporting rank (0 ≤ rank < world_size) on a run with `ranks`",
+    )
+
+    _no_null_rank = field_validator("rank", mode="before")(_refuse_null)
 
     _bounded_metrics = field_validator("metrics", mode="before")(check_metrics)
     _storable_worker = field_validator("worker", mode="before")(check_text)
@@ -236,6 +277,9 @@ class Run(BaseModel):
     param_groups: list[ParamGroup]
     state: dict[str, Any] = Field(description="The scheduler's internals after the current step")
     metadata: dict[str, Any]
+    ranks: Ranks | None = Field(
+        default=None, description="Present only when the run's steps wait for every rank"
+    )
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -259,6 +303,15 @@ class StepAnswer(BaseModel):
     replayed: bool
     events: list[StepEvent]
     stop: bool | None = Field(default=None, description="LRRangeTest runs only")
+
+
+class StepPending(BaseModel):
+    """A metric-driven step still waiting for some ranks' reports (HTTP 202)."""
+
+    pending: Literal[True]
+    step: int
+    reported: int = Field(description="ranks whose metric for `step` has arrived")
+    world_size: int
 
 
 class LrAnswer(BaseModel):

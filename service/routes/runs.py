@@ -34,6 +34,7 @@ from service.schemas import (
     RunPatch,
     RunStatus,
     StepAnswer,
+    StepPending,
     StepReport,
     SuggestionMethod,
 )
@@ -65,6 +66,25 @@ Method = Annotated[
 ]
 
 NOT_FOUND = {404: _problem(404, "No such run")}
+
+Wait = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description=(
+            "Seconds to wait for a ranked step's decision before answering 202 "
+            "(cut to the service's LRKEEPER_MAX_WAIT_SECONDS, 60 by default)"
+        ),
+    ),
+]
+PENDING = {
+    202: {
+        "model": StepPending,
+        "description": "A ranked run's step still waits for some ranks' metrics",
+    }
+}
 INVALID = {422: _problem(422, "Invalid request; `errors` names the field")}
 
 
@@ -153,46 +173,76 @@ def update_run(
     "/runs/{run_id}/steps",
     responses={
         200: {"model": StepAnswer},
+        **PENDING,
         **NOT_FOUND,
         409: _problem(
             409,
             "Step out of order (`expected_step`), past the schedule's end, a schedule that "
-            "failed at this step (`schedule-failed`), or a run that is not running "
-            "(`run-not-running`)",
+            "failed at this step (`schedule-failed`), a run that is not running "
+            "(`run-not-running`), or a rank repeating its report with other metrics "
+            "(`rank-metric-conflict`)",
         ),
         **INVALID,
     },
 )
-async def report_step(run_id: RunId, body: StepReport, request: Request) -> JSONResponse:
+async def report_step(
+    run_id: RunId, body: StepReport, request: Request, wait: Wait = 0.0
+) -> JSONResponse:
     """Report that a worker finished ``step``; answers the lr to use from now on.
 
     The first report of a step advances the schedule; every later one (other
-    ranks, retries) replays what was recorded, with ``replayed: true``.
+    ranks, retries) replays what was recorded, with ``replayed: true``. On a run with
+    ``ranks`` and a metric-driven schedule, a new step waits for every rank's report:
+    202 until then, or until ``timeout_s`` has passed since its first report.
     """
     # The hot path reads the app's state directly: two fewer dependencies to resolve.
     state = request.app.state
-    answer = await steps.report_step(
-        state.database,
-        run_id,
-        body,
-        catch_up=state.settings.catch_up_limit(),
-        recorded_steps=state.recorded_steps,
-    )
+    waiters = state.step_waiters
+
+    async def report() -> dict[str, Any]:
+        return await steps.report_step(
+            state.database,
+            run_id,
+            body,
+            catch_up=state.settings.catch_up_limit(),
+            recorded_steps=state.recorded_steps,
+            waiters=waiters,
+        )
+
+    answer = await report()
+    if answer.get("pending") and wait > 0:
+        wait = min(wait, state.settings.max_wait_seconds)
+        await steps.wait_for_report(state.database, run_id, body, wait, waiters)
+        answer = await report()  # a replay of this report: the decision, or pending still
     state.metrics.count_step_answer(answer)
-    return JSONResponse(answer)
+    return JSONResponse(answer, status_code=202 if answer.get("pending") else 200)
 
 
 @router.get(
     "/runs/{run_id}/lr",
-    responses={200: {"model": LrAnswer}, **NOT_FOUND, **INVALID},
+    responses={200: {"model": LrAnswer}, **PENDING, **NOT_FOUND, **INVALID},
 )
 async def get_lr(
     run_id: RunId,
     request: Request,
     step: Annotated[QueryInteger | None, Query(ge=0, le=MAX_STEP)] = None,
+    wait: Wait = 0.0,
 ) -> JSONResponse:
-    """The current lr (a POST /lr shows here at once), or as recorded at ``step``."""
-    return JSONResponse(await steps.current_lr(request.app.state.database, run_id, step))
+    """The current lr (a POST /lr shows here at once), or as recorded at ``step``.
+
+    With ``step`` = a ranked run's next step, waits up to ``wait`` seconds for its
+    decision (202 if it is still pending); past the step's ``timeout_s`` the ranks
+    present decide it.
+    """
+    state = request.app.state
+    answer = await steps.current_lr(
+        state.database,
+        run_id,
+        step,
+        wait=min(wait, state.settings.max_wait_seconds),
+        waiters=state.step_waiters,
+    )
+    return JSONResponse(answer, status_code=202 if answer.get("pending") else 200)
 
 
 @router.post(

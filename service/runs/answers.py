@@ -54,6 +54,10 @@ def run_answer(row: Row[Any] | Mapping[str, Any], stale_before: datetime) -> dic
         param_groups=values["param_groups"],
         state=values["state"],
         metadata=values["metadata"],
+    )
+    if values["ranks"] is not None:
+        answer["ranks"] = values["ranks"]
+    answer.update(
         created_at=iso_timestamp(values["created_at"]),
         updated_at=iso_timestamp(values["updated_at"]),
     )

@@ -75,6 +75,7 @@ def create_run(
         "param_groups": stored_groups,
         "state": state,
         "metadata": encode_floats(request.metadata),
+        "ranks": None if request.ranks is None else request.ranks.model_dump(),
         "created_at": now,
         "updated_at": now,
         "stepped_at": now,
@@ -111,6 +112,7 @@ def create_run(
         differences = [
             *config_differences("scheduler", existing.scheduler, stored_scheduler),
             *config_differences("param_groups", existing.param_groups, stored_groups),
+            *config_differences("ranks", existing.ranks, new_run["ranks"]),
         ]
         if differences:
             fields = ", ".join(difference["field"] for difference in differences)

@@ -19,6 +19,7 @@ from service.runs.statements import (
     RUN_COLUMNS,
     SELECT_CURRENT_ROW,
     insert_events,
+    rank_reports_table,
     run_columns,
     runs_table,
     step_columns,
@@ -111,6 +112,13 @@ def rewind(
             .values(superseded=True)
         )
         forget_extremes_from(connection, run.id, step)
+        # The ranks' reports of the steps taken back (and of a step still waiting) go too:
+        # those steps will be reported afresh, and may be with other metrics.
+        connection.execute(
+            sa.delete(rank_reports_table).where(
+                rank_reports_table.c.run_pk == run.id, rank_reports_table.c.step > step
+            )
+        )
         detail = {"from": run.step, "to": step}
         rewound = [(step, {"kind": "rewind", "detail": detail})]
         insert_events(connection, run.id, rewound, now)

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from service.runs.statements import (
+    FetchRows,
     HotStatement,
     extremes_columns,
     extremes_table,
@@ -148,14 +149,6 @@ INSERT_EXTREMES = HotStatement.of(
 INSERT INTO step_extremes (run_pk, width, bucket, extremes)
 VALUES (:run_pk, :width, :bucket, :extremes)"""
 )
-
-
-@dataclass(frozen=True)
-class FetchRows:
-    """Run ``statement`` and send back all its rows."""
-
-    statement: HotStatement
-    values: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

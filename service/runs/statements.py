@@ -17,7 +17,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from service.db import Database
-from service.models import Event, Run, Step, StepExtremes
+from service.models import Event, RankReport, Run, Step, StepExtremes
 
 runs_table: sa.Table = Run.__table__  # type: ignore[assignment]
 
@@ -29,6 +29,9 @@ events_table: sa.Table = Event.__table__  # type: ignore[assignment]
 
 
 extremes_table: sa.Table = StepExtremes.__table__  # type: ignore[assignment]
+
+
+rank_reports_table: sa.Table = RankReport.__table__  # type: ignore[assignment]
 
 
 run_columns = runs_table.c
@@ -53,6 +56,7 @@ RUN_COLUMNS = (
     run_columns.param_groups,
     run_columns.state,
     run_columns.metadata,
+    run_columns.ranks,
     run_columns.created_at,
     run_columns.updated_at,
     run_columns.stepped_at,
@@ -115,6 +119,33 @@ class HotStatement:
         return [values[name] for name in self.names]
 
 
+# -- what a unit of work (service.runs.steps) asks of a driver ------------------
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Run ``statement`` and send back its first row (or None)."""
+
+    statement: HotStatement
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FetchRows:
+    """Run ``statement`` and send back all its rows."""
+
+    statement: HotStatement
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Execute:
+    """Run ``statement`` for its effect (an insert, a delete); the driver sends back nothing."""
+
+    statement: HotStatement
+    values: Mapping[str, Any]
+
+
 # One statement, so one snapshot: the run's key and its recorded row for ``step`` on the
 # current line, if there is one (NULL step columns when the run has not reached ``step``).
 RECORDED_STEP = HotStatement.of(
@@ -125,11 +156,34 @@ FROM runs LEFT OUTER JOIN steps
 WHERE runs.run_id = :run_id"""
 )
 
+# RECORDED_STEP for a report naming its rank: also the run's ranks and that rank's report.
+RECORDED_RANK_STEP = HotStatement.of(
+    """
+SELECT runs.id AS run_pk, runs.ranks, steps.step, steps.lr, steps.momentum, steps.events,
+  steps.stop, rank_reports.metrics AS rank_metrics
+FROM runs LEFT OUTER JOIN steps
+  ON steps.run_pk = runs.id AND steps.step = :step AND NOT steps.superseded
+LEFT OUTER JOIN rank_reports
+  ON rank_reports.run_pk = runs.id AND rank_reports.step = :step AND rank_reports.rank = :rank
+WHERE runs.run_id = :run_id"""
+)
+
+# What a reader waiting for a ranked step needs: where the run is, and the step's reports.
+RANKED_STEP_STATUS = HotStatement.of(
+    """
+SELECT runs.step AS run_step, runs.ranks,
+  (SELECT count(*) FROM rank_reports
+   WHERE rank_reports.run_pk = runs.id AND rank_reports.step = :step) AS reported,
+  (SELECT min(reported_at) FROM rank_reports
+   WHERE rank_reports.run_pk = runs.id AND rank_reports.step = :step) AS first_reported_at
+FROM runs WHERE runs.run_id = :run_id"""
+)
+
 CURRENT_LR = HotStatement.of("SELECT step, lr, momentum FROM runs WHERE run_id = :run_id")
 
 # SQLite needs no FOR UPDATE: the transaction's BEGIN IMMEDIATE holds the write lock.
 LOCK_RUN = HotStatement.of(
-    "SELECT id AS run_pk, step, status, scheduler, param_groups, state FROM runs"
+    "SELECT id AS run_pk, step, status, scheduler, param_groups, state, ranks FROM runs"
     " WHERE run_id = :run_id",
     postgresql_suffix=" FOR UPDATE",
 )

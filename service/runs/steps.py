@@ -8,9 +8,11 @@ driver blocks) or :func:`_run_on_asyncpg` on the event loop. The logic never kno
 which driver answers it; the runners never know what the logic decides.
 """
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,10 +35,19 @@ from service.problems import (
 from service.runs.answers import event_dicts, invalid, run_not_found, step_answer
 from service.runs.extremes import (
     INSERT_EXTREMES,
-    FetchRows,
     Point,
     StoreExtremes,
     record_passed_blocks,
+)
+from service.runs.ranks import (
+    RANK_REPORT,
+    Decision,
+    Pending,
+    Ranks,
+    as_utc,
+    check_rank,
+    check_repeated_report,
+    collect,
 )
 from service.runs.retrying import ASYNCPG_CONNECTION_LOST, retry_on_conflict
 from service.runs.statements import (
@@ -46,15 +57,26 @@ from service.runs.statements import (
     INSERT_EVENT,
     INSERT_STEP,
     LOCK_RUN,
+    RANKED_STEP_STATUS,
     RECORD_ONE_STEP,
+    RECORDED_RANK_STEP,
     RECORDED_STEP,
     UPDATE_RUN,
+    Execute,
+    Fetch,
+    FetchRows,
     HotStatement,
     event_row,
     json_from_text,
     json_text,
     sqlite_timestamp,
     utc_now,
+)
+from service.runs.waiting import (
+    FIRST_LOOK_SECONDS,
+    LAST_LOOK_SECONDS,
+    StepWaiters,
+    waiting_for,
 )
 from service.schedules.base import Scheduler, StepOutcome
 from service.schedules.codec import encode_floats
@@ -90,15 +112,7 @@ class RecordedSteps:
             self.highest_steps[run_id] = step
 
 
-# -- what the logic asks of a driver -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fetch:
-    """Run ``statement`` and send back its first row (or None)."""
-
-    statement: HotStatement
-    values: Mapping[str, Any]
+# -- what the logic asks of a driver (Fetch, FetchRows, Execute: service.runs.statements) --
 
 
 @dataclass(frozen=True)
@@ -112,8 +126,9 @@ class Record:
 # What a unit of work finally gives: the answer, or a problem to raise once the
 # transaction has committed (a schedule failure is recorded as an event, then refused).
 Outcome = dict[str, Any] | Problem
-Request = Fetch | Record | FetchRows | StoreExtremes
+Request = Fetch | Record | FetchRows | StoreExtremes | Execute
 # A Fetch is answered with a row (or None), a FetchRows with every row, the rest with None.
+# (An empty dict outcome: a reader's timeout decision found nothing left to decide.)
 Unit = Generator[Request, Any, Outcome]
 UnitFactory = Callable[[Callable[[datetime], Any]], Unit]
 
@@ -128,6 +143,7 @@ async def report_step(
     *,
     catch_up: CatchUpLimit,
     recorded_steps: RecordedSteps,
+    waiters: StepWaiters,
 ) -> dict[str, Any]:
     """A worker's step report: replay what is recorded, else advance (or catch up) and record.
 
@@ -135,37 +151,144 @@ async def report_step(
     so the ranks replaying a step never queue behind a writer. A step the run has not
     reached takes the write path, which locks the run and looks again (another rank
     may have recorded it in between). ``recorded_steps`` says which to try first.
+    On a ranked run (service.runs.ranks) the answer may be pending (202).
     """
     if recorded_steps.probably_recorded(run_id, report.step):
-        recorded = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": report.step})
-        if recorded is None:
-            raise run_not_found(run_id)
-        if recorded["lr"] is not None:
-            return _replay_answer(recorded)
+        replayed = await _replayed_answer(database, run_id, report)
+        if replayed is not None:
+            return replayed
     outcome = await _in_write_transaction(
         database, functools.partial(_record_step, run_id, report, catch_up)
     )
     if isinstance(outcome, Problem):
         raise outcome
-    recorded_steps.saw(run_id, report.step)
+    if not outcome.get("pending"):
+        recorded_steps.saw(run_id, report.step)
+        waiters.decided(run_id, report.step)
     return outcome
 
 
-async def current_lr(database: Database, run_id: str, step: int | None) -> dict[str, Any]:
-    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row."""
+async def _replayed_answer(
+    database: Database, run_id: str, report: StepReport
+) -> dict[str, Any] | None:
+    """The recorded answer to a step the run has reached, read without a lock (or None)."""
+    if report.rank is None:
+        recorded = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": report.step})
+    else:
+        key = {"run_id": run_id, "step": report.step, "rank": report.rank}
+        recorded = await _read_row(database, RECORDED_RANK_STEP, key)
+    if recorded is None:
+        raise run_not_found(run_id)
+    if recorded["lr"] is None:
+        return None
+    if report.rank is not None:
+        check_rank(Ranks.of(json_from_text(recorded["ranks"])), report.rank)
+        check_repeated_report(recorded["rank_metrics"], report.metrics, report.rank, report.step)
+    return _replay_answer(recorded)
+
+
+async def current_lr(
+    database: Database,
+    run_id: str,
+    step: int | None,
+    *,
+    wait: float = 0.0,
+    waiters: StepWaiters | None = None,
+) -> dict[str, Any]:
+    """GET /lr: the run's current values (a POST /lr shows here at once), or step K's row.
+
+    A ranked run's next step may be waiting for ranks: then this waits up to ``wait``
+    seconds for the decision (holding no connection while it waits), decides it itself
+    once its timeout has passed, and answers pending (202) if it is still undecided.
+    """
     if step is None:
         row = await _read_row(database, CURRENT_LR, {"run_id": run_id})
-    else:
-        row = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": step})
+        if row is None:
+            raise run_not_found(run_id)
+        return _lr_answer(row)
+    row = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": step})
     if row is None:
         raise run_not_found(run_id)
     if row["lr"] is None:
-        raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
+        pending = await _wait_for_decision(database, run_id, step, wait, waiters)
+        if pending is not None:
+            return pending.answer()
+        row = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": step})
+        if row is None:
+            raise run_not_found(run_id)
+        if row["lr"] is None:
+            raise NotFound(f"step {step} is not on run {run_id!r}'s current line of history")
+    return _lr_answer(row)
+
+
+def _lr_answer(row: Row) -> dict[str, Any]:
     answer: dict[str, Any] = {"step": row["step"], "lr": json_from_text(row["lr"])}
     momentum = json_from_text(row["momentum"])
     if momentum is not None:
         answer["momentum"] = momentum
     return answer
+
+
+async def wait_for_report(
+    database: Database, run_id: str, report: StepReport, wait: float, waiters: StepWaiters
+) -> None:
+    """After a pending answer: wait up to ``wait`` seconds for the step's decision."""
+    await _wait_for_decision(database, run_id, report.step, wait, waiters)
+
+
+async def _wait_for_decision(
+    database: Database,
+    run_id: str,
+    step: int,
+    wait: float,
+    waiters: StepWaiters | None,
+) -> Pending | None:
+    """Wait for a ranked run's step ``step`` to be decided: None once it is (or once it is
+    clear nobody is deciding it: not the run's next step, or not a ranked run), else the
+    pending state when ``wait`` has run out.
+
+    No connection is held while waiting: each look is one autocommit read, and between
+    looks the request sleeps until this process decides the step (``waiters``) or the
+    next look is due, since another replica may decide it. Past the step's timeout the
+    waiting reader decides it (the ranks present), in its own write transaction.
+    """
+    deadline = time.monotonic() + wait
+    pause = FIRST_LOOK_SECONDS
+    with waiting_for(waiters, run_id, step) as decided:
+        while True:
+            status = await _read_row(database, RANKED_STEP_STATUS, {"run_id": run_id, "step": step})
+            if status is None:
+                raise run_not_found(run_id)
+            ranks = Ranks.of(json_from_text(status["ranks"]))
+            if ranks is None or status["run_step"] + 1 != step:
+                return None
+            due: float | None = None
+            if status["reported"]:
+                waited = (utc_now() - as_utc(status["first_reported_at"])).total_seconds()
+                due = ranks.timeout_s - waited
+                if due <= 0:
+                    await _decide_timed_out(database, run_id, step, waiters)
+                    return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Pending(step, status["reported"], ranks.world_size)
+            sleep = min(pause, left) if due is None else min(pause, left, due)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(decided.wait(), sleep)
+            pause = min(pause * 2, LAST_LOOK_SECONDS)
+
+
+async def _decide_timed_out(
+    database: Database, run_id: str, step: int, waiters: StepWaiters | None
+) -> None:
+    """Decide ``step`` with the ranks present: its timeout passed and nobody reported since."""
+    outcome = await _in_write_transaction(
+        database, functools.partial(_record_timed_out_step, run_id, step)
+    )
+    if isinstance(outcome, Problem):  # a schedule failure, recorded; the reports will meet it
+        return
+    if waiters is not None:
+        waiters.decided(run_id, step)
 
 
 # -- the logic of a step report's write, once for both drivers ------------------------
@@ -174,14 +297,72 @@ async def current_lr(database: Database, run_id: str, step: int | None) -> dict[
 def _record_step(
     run_id: str, report: StepReport, catch_up: CatchUpLimit, timestamp: Callable[[datetime], Any]
 ) -> Unit:
-    """Lock the run, look again, then replay, refuse, or advance and record."""
+    """Lock the run, look again, then replay, refuse, wait for the other ranks, or advance
+    and record."""
     locked = yield Fetch(LOCK_RUN, {"run_id": run_id})
     if locked is None:
         raise run_not_found(run_id)
+    ranks = Ranks.of(json_from_text(locked["ranks"]))
+    check_rank(ranks, report.rank)
     if report.step <= locked["step"]:
         recorded = yield Fetch(CURRENT_ROW, {"run_pk": locked["run_pk"], "step": report.step})
         assert recorded is not None  # every step up to the run's is on its current line
+        if report.rank is not None:
+            key = {"run_pk": locked["run_pk"], "step": report.step, "rank": report.rank}
+            mine = yield Fetch(RANK_REPORT, key)
+            stored = None if mine is None else mine["metrics"]
+            check_repeated_report(stored, report.metrics, report.rank, report.step)
         return _replay_answer(recorded)
+    _check_running(run_id, locked)
+    now = utc_now()
+    recorded_at = timestamp(now)
+    scheduler = _restore(locked, report.step, catch_up)
+    metrics: Mapping[str, float] = report.metrics
+    ranks_events: list[dict[str, Any]] = []
+    if ranks is not None and scheduler.uses_metric:
+        if report.rank is None:
+            raise invalid(
+                ["body", "rank"],
+                f"this run waits for every rank's metric (world_size {ranks.world_size}): "
+                "each report of a new step names its rank",
+            )
+        _check_metrics_readable(locked, report.metrics)
+        own = (report.rank, report.metrics, report.worker, recorded_at)
+        collected = yield from collect(locked["run_pk"], ranks, report.step, now, report=own)
+        if isinstance(collected, Pending):
+            return collected.answer()
+        assert collected is not None  # this report's own row is there
+        metrics, ranks_events = collected.metrics, collected.events
+    return (
+        yield from _advance_and_record(
+            locked, scheduler, report.step, metrics, report.worker, ranks_events, recorded_at
+        )
+    )
+
+
+def _record_timed_out_step(run_id: str, step: int, timestamp: Callable[[datetime], Any]) -> Unit:
+    """A reader's decision of a ranked step whose timeout passed (see _wait_for_decision)."""
+    locked = yield Fetch(LOCK_RUN, {"run_id": run_id})
+    ranks = None if locked is None else Ranks.of(json_from_text(locked["ranks"]))
+    if locked is None or ranks is None or locked["step"] + 1 != step:
+        return {}  # decided (or rewound) meanwhile
+    if locked["status"] in STOPPED_STATUSES:
+        return {}
+    now = utc_now()
+    scheduler = _restore(locked, step, None)
+    if not scheduler.uses_metric:
+        return {}
+    collected = yield from collect(locked["run_pk"], ranks, step, now, report=None)
+    if not isinstance(collected, Decision):
+        return {}
+    return (
+        yield from _advance_and_record(
+            locked, scheduler, step, collected.metrics, None, collected.events, timestamp(now)
+        )
+    )
+
+
+def _check_running(run_id: str, locked: Row) -> None:
     if locked["status"] in STOPPED_STATUSES:
         raise RunNotRunning(
             f"run {run_id!r} is {locked['status']}, so it takes no new steps (it is at step "
@@ -189,9 +370,34 @@ def _record_step(
             status=locked["status"],
             step=locked["step"],
         )
-    recorded_at = timestamp(utc_now())
+
+
+def _check_metrics_readable(locked: Row, metrics: Mapping[str, float]) -> None:
+    """Refuse a rank's report the schedule could not read (its monitored metric missing)
+    now, not when the last rank's report meets it: a throwaway engine steps on it."""
+    probe = schedules.restore(
+        json_from_text(locked["scheduler"]),
+        json_from_text(locked["param_groups"]),
+        json_from_text(locked["state"]),
+    )
+    # A failure is the decision's to record (once, as an event); a schedule past its end
+    # refuses every rank alike, so it is told now.
+    with contextlib.suppress(ScheduleFailed):
+        _step_engine(probe, metrics)
+
+
+def _advance_and_record(
+    locked: Row,
+    scheduler: Scheduler,
+    target: int,
+    metrics: Mapping[str, float],
+    worker: str | None,
+    extra_events: list[dict[str, Any]],
+    recorded_at: Any,
+) -> Unit:
+    """Advance the engine to ``target`` and record it, or record the schedule's failure."""
     try:
-        advance = _advance(locked, report, catch_up, recorded_at)
+        advance = _advance(locked, scheduler, target, metrics, worker, extra_events, recorded_at)
     except ScheduleFailed as failure:
         # Told once per failing step, however many ranks report it; the run stays as it was.
         event = {"kind": "schedule_failed", "detail": failure.event_detail()}
@@ -200,7 +406,7 @@ def _record_step(
             yield Record([], [event_row(locked["run_pk"], failure.step, event, recorded_at)])
         return failure
     yield Record(advance.step_rows, advance.event_rows)
-    yield from record_passed_blocks(locked["run_pk"], locked["step"], report.step, advance.points)
+    yield from record_passed_blocks(locked["run_pk"], locked["step"], target, advance.points)
     return advance.answer
 
 
@@ -247,13 +453,13 @@ def _check_catch_up(
     raise invalid(["body", "step"], message, limit=limit, max=maximum)
 
 
-def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_at: Any) -> _Advance:
-    """Step the engine from the locked run to ``report.step``, which is past the run's step."""
-    run_pk, run_step = locked["run_pk"], locked["step"]
-    target = report.step
+def _restore(locked: Row, target: int, catch_up: CatchUpLimit | None) -> Scheduler:
+    """The locked run's engine, after refusing a gap it cannot or may not step over."""
+    run_step = locked["step"]
     gap = target - run_step
     param_groups = json_from_text(locked["param_groups"])
-    _check_catch_up(gap, len(param_groups), catch_up, run_step=run_step, target=target)
+    if catch_up is not None:
+        _check_catch_up(gap, len(param_groups), catch_up, run_step=run_step, target=target)
     # The engine refuses non-finite config values, so a stored config needs no decoding.
     scheduler = schedules.restore(
         json_from_text(locked["scheduler"]), param_groups, json_from_text(locked["state"])
@@ -264,14 +470,31 @@ def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_a
             f"step {run_step + 1}, not {target}",
             expected_step=run_step + 1,
         )
+    return scheduler
+
+
+def _advance(
+    locked: Row,
+    scheduler: Scheduler,
+    target: int,
+    metrics: Mapping[str, float],
+    worker: str | None,
+    extra_events: list[dict[str, Any]],
+    recorded_at: Any,
+) -> _Advance:
+    """Step the engine from the locked run to ``target``, which is past the run's step;
+    ``metrics`` go with the last step, after ``extra_events`` (a ranks timeout)."""
+    run_pk, run_step = locked["run_pk"], locked["step"]
     step_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
     points: list[Point] = []
     for step in range(run_step + 1, target + 1):
         is_last = step == target
-        outcome = _step_engine(scheduler, report.metrics if is_last else None)
+        outcome = _step_engine(scheduler, metrics if is_last else None)
         events = event_dicts(outcome.events)
+        if is_last and extra_events:
+            events = [*extra_events, *events]
         answer_events.extend(events)
         event_rows.extend(event_row(run_pk, step, event, recorded_at) for event in events)
         lr = encode_floats(outcome.lr)
@@ -284,8 +507,8 @@ def _advance(locked: Row, report: StepReport, catch_up: CatchUpLimit, recorded_a
                 "lr": json_text(lr),
                 "momentum": json_text(momentum),
                 "state": json_text(scheduler.state()),
-                "metrics": json_text(encode_floats(report.metrics)) if is_last else "{}",
-                "worker": report.worker,
+                "metrics": json_text(encode_floats(dict(metrics))) if is_last else "{}",
+                "worker": worker,
                 # A replay of the reported step answers what this report answered.
                 "events": json_text(answer_events if is_last else events),
                 "stop": outcome.stop,
@@ -371,6 +594,9 @@ def _run_on_sqlite(database: Database, unit: Unit) -> Outcome:
             if isinstance(request, StoreExtremes):
                 cursor.executemany(INSERT_EXTREMES.sqlite, request.rows)
                 continue
+            if isinstance(request, Execute):
+                cursor.execute(request.statement.sqlite, request.values)
+                continue
             if request.step_rows:
                 cursor.executemany(INSERT_STEP.sqlite, request.step_rows)
                 cursor.execute(UPDATE_RUN.sqlite, request.step_rows[-1])
@@ -402,6 +628,10 @@ async def _run_on_asyncpg(connection: asyncpg.Connection, unit: Unit) -> Outcome
             await connection.executemany(
                 INSERT_EXTREMES.asyncpg, [INSERT_EXTREMES.asyncpg_args(row) for row in request.rows]
             )
+            continue
+        if isinstance(request, Execute):
+            statement = request.statement
+            await connection.execute(statement.asyncpg, *statement.asyncpg_args(request.values))
             continue
         rows = request.step_rows
         if len(rows) == 1:

@@ -100,7 +100,10 @@ def test_schemathesis_finds_no_failure_on_any_operation(
     reliability: ReliabilityLog,
     tmp_path: Path,
 ) -> None:
-    server = server_factory(backend, environment={"LRKEEPER_TOKENS": ACCESS_TOKENS.setting})
+    # A ranked step's long-poll waits at most a fifth of a second: the fuzzer's time goes
+    # to other cases (tests/service/test_rank_decisions.py covers the waiting).
+    environment = {"LRKEEPER_TOKENS": ACCESS_TOKENS.setting, "LRKEEPER_MAX_WAIT_SECONDS": "0.2"}
+    server = server_factory(backend, environment=environment)
 
     single = run_schemathesis(
         server.base_url,
