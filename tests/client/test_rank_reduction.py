@@ -7,15 +7,17 @@ replicas of it (ranks 0-3 talk to one, 4-7 to the other). Every rank must hold t
 values at every step — read by each optimizer as it steps — and they must equal torch's
 ReduceLROnPlateau on a real optimizer fed the reduced metric, computed as the service
 does (``math.fsum(values) / len(values)`` for the mean). Even ranks are pipelined, odd
-ranks block in ``step()``: both wait for the decision.
+ranks block in ``step()``: both wait for the decision (the killed rank's runs are
+pipelined on every rank: see phases_of_rank).
 
 Then a rank is SIGKILLed after step KILLED_AFTER of a run with a 2 s timeout: the
 other seven carry on, each later step is decided by the ranks present once the
 timeout has passed, the run's events say which rank was missing, and the values
 still equal torch fed the reduction over the ranks present.
 
-One job of eight processes per backend runs every phase (module-scoped fixture), and
-the tests below read what it left.
+One job of eight processes runs every phase on both setups at once (a module-scoped
+fixture: starting torch in eight processes is most of its time), and the tests below
+read what it left.
 """
 
 import json
@@ -39,7 +41,7 @@ from torch.optim import lr_scheduler
 from client import Event, LRKeeper, RetryPolicy
 from tests.client.conftest import TEST_DEADLINE_SECONDS
 from tests.client.reduction_worker import GROUPS
-from tests.conftest import Backend, ServerPool
+from tests.conftest import ServerPool
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -114,7 +116,7 @@ def torch_values(metrics: list[float]) -> list[tuple[list[float], list[float]]]:
 
 @dataclass
 class Job:
-    """What the eight ranks printed, by run and rank: ``values[run][rank][step]`` is
+    """What the eight ranks printed for one setup's runs: ``values[run][rank][step]`` is
     ``(lr, momentum)`` as that rank's optimizer stepped with them; and each run's events."""
 
     run_ids: dict[str, str]
@@ -122,19 +124,18 @@ class Job:
         default_factory=dict
     )
     events: dict[str, list[Event]] = field(default_factory=dict)
-    killed_after_step: int | None = None
 
 
 class RankOutput:
     """Reads one rank's lines as they come: ``ready[phase]`` is set once its schedulers of
-    that phase are constructed, ``saw`` once it printed ``watch`` (a run and a step)."""
+    that phase are constructed, ``saw`` once it printed every ``(run, step)`` of ``watch``."""
 
-    def __init__(self, process: subprocess.Popen[str], watch: tuple[str, int] | None) -> None:
+    def __init__(self, process: subprocess.Popen[str], watch: set[tuple[str, int]]) -> None:
         self.process = process
         self.lines: list[dict[str, Any]] = []
         self.ready = [threading.Event(), threading.Event()]
         self.saw = threading.Event()
-        self._watch = watch
+        self._watch = set(watch)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -146,11 +147,12 @@ class RankOutput:
                 self.ready[line["ready"]].set()
                 continue
             self.lines.append(line)
-            if self._watch == (line["run_id"], line["step"]):
+            self._watch.discard((line["run_id"], line["step"]))
+            if not self._watch:
                 self.saw.set()
 
     def release(self, phase: int) -> None:
-        """Wait until the rank is ready for ``phase``, then let it go."""
+        """Let the rank go into ``phase`` (once it is ready for it)."""
         assert self.ready[phase].wait(PROCESS_DEADLINE_SECONDS), f"never ready for {phase}"
         assert self.process.stdin is not None
         self.process.stdin.write("go\n")
@@ -160,51 +162,72 @@ class RankOutput:
         self.process.wait(PROCESS_DEADLINE_SECONDS)
         self._reader.join(PROCESS_DEADLINE_SECONDS)
 
+    def values(self, run_id: str) -> dict[int, tuple[list[float], list[float]]]:
+        return {
+            line["step"]: (line["lr"], line["momentum"])
+            for line in self.lines
+            if line["run_id"] == run_id
+        }
 
-def run_job(urls: list[str], run_prefix: str) -> Job:
-    run_ids = {name: f"{run_prefix}-{name}" for name in ("mean", "max", "killed")}
-    job = Job(run_ids)
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        outputs = []
-        for rank in range(WORLD_SIZE):
-            url = urls[rank * len(urls) // WORLD_SIZE]
-            together = [
-                {
-                    "run_id": run_ids["mean"],
-                    "reduce": "mean",
-                    "metrics": MEAN_METRICS[rank],
-                    "pipelined": rank % 2 == 0,
-                },
-                {
-                    "run_id": run_ids["max"],
-                    "reduce": "max",
-                    "metrics": MAX_METRICS[rank],
-                    "pipelined": rank % 2 == 0,
-                },
-            ]
-            killed = {
+
+def phases_of_rank(rank: int, setups: dict[str, tuple[list[str], dict[str, str]]]) -> list[Any]:
+    """The worker's ``--phases``: every setup's mean and max runs side by side, then every
+    setup's run with a short timeout (the rank to kill stops in it after KILLED_AFTER).
+
+    The second phase is pipelined on every rank: a blocking rank would report a setup's
+    step only once the other setup's had been decided, a timeout after the others had
+    reported it, and so come too late for a decision of the ranks present.
+    """
+    together: list[dict[str, Any]] = []
+    killed: list[dict[str, Any]] = []
+    for urls, run_ids in setups.values():
+        url = urls[rank * len(urls) // WORLD_SIZE]  # ranks 0-3 on the first, 4-7 on the last
+        common = {"url": url, "config": PLATEAU}
+        for name, metrics in (("mean", MEAN_METRICS), ("max", MAX_METRICS)):
+            spec = {"run_id": run_ids[name], "reduce": name, "metrics": metrics[rank]}
+            together.append({**common, **spec, "pipelined": rank % 2 == 0})
+        killed.append(
+            {
+                **common,
                 "run_id": run_ids["killed"],
                 "reduce": "min",
                 "metrics": KILL_METRICS[rank],
                 "timeout_s": KILL_TIMEOUT_S,
                 "hang_after": KILLED_AFTER if rank == KILLED_RANK else None,
             }
-            phases = [
-                [{**spec, "url": url, "config": PLATEAU} for spec in phase]
-                for phase in ([*together], [killed])
-            ]
+        )
+    return [together, killed]
+
+
+def run_job(setups: dict[str, list[str]]) -> dict[str, Job]:
+    """Eight ranks training every setup's runs (one torch import per rank for all of them:
+    the wall time is mostly eight processes starting torch on two cores)."""
+    suffix = f"{random.randrange(1 << 32):08x}"
+    jobs = {
+        name: Job({run: f"reduction-{name}-{run}-{suffix}" for run in ("mean", "max", "killed")})
+        for name in setups
+    }
+    plan = {name: (urls, jobs[name].run_ids) for name, urls in setups.items()}
+    processes: list[subprocess.Popen[str]] = []
+    outputs: list[RankOutput] = []
+    try:
+        for rank in range(WORLD_SIZE):
             command = [
                 *(sys.executable, str(WORKER), "--rank", str(rank)),
-                *("--world-size", str(WORLD_SIZE), "--phases", json.dumps(phases)),
+                *("--world-size", str(WORLD_SIZE)),
+                *("--phases", json.dumps(phases_of_rank(rank, plan))),
             ]
             process = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, text=True)
             processes.append(process)
-            watch = (run_ids["killed"], KILLED_AFTER) if rank == KILLED_RANK else None
+            watch = (
+                {(job.run_ids["killed"], KILLED_AFTER) for job in jobs.values()}
+                if rank == KILLED_RANK
+                else set()
+            )
             outputs.append(RankOutput(process, watch))
 
         for phase in (0, 1):
-            for output in outputs:
+            for output in outputs:  # all ready first: then released together
                 output.ready[phase].wait(PROCESS_DEADLINE_SECONDS)
             for output in outputs:
                 output.release(phase)
@@ -225,39 +248,41 @@ def run_job(urls: list[str], run_prefix: str) -> Job:
                 process.kill()
                 process.wait()
 
-    for name, run_id in run_ids.items():
-        job.values[name] = {
-            rank: {
-                line["step"]: (line["lr"], line["momentum"])
-                for line in output.lines
-                if line["run_id"] == run_id
+    for name, job in jobs.items():
+        for run, run_id in job.run_ids.items():
+            job.values[run] = {rank: output.values(run_id) for rank, output in enumerate(outputs)}
+        with LRKeeper(setups[name][0], retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as keeper:
+            job.events = {run: keeper.events(run_id) for run, run_id in job.run_ids.items()}
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Job]]:
+    """One job of eight ranks over both setups: SQLite behind one service, and PostgreSQL
+    behind two replicas on one database."""
+    pool = ServerPool(tmp_path_factory.mktemp("reduction"))
+    try:
+        sqlite = pool("sqlite")
+        first = pool("postgresql")
+        second = pool("postgresql", database_url=first.database_url)
+        yield run_job(
+            {
+                "sqlite-one-service": [sqlite.base_url],
+                "postgresql-two-replicas": [first.base_url, second.base_url],
             }
-            for rank, output in enumerate(outputs)
-        }
-    with LRKeeper(urls[0], retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as keeper:
-        job.events = {name: keeper.events(run_id) for name, run_id in run_ids.items()}
-    job.killed_after_step = max(job.values["killed"][KILLED_RANK])
-    return job
+        )
+    finally:
+        pool.close()
 
 
 @pytest.fixture(
-    scope="module",
     params=[
-        pytest.param("sqlite", id="sqlite-one-service"),
-        pytest.param("postgresql", id="postgresql-two-replicas", marks=pytest.mark.postgres),
-    ],
+        pytest.param("sqlite-one-service"),
+        pytest.param("postgresql-two-replicas", marks=pytest.mark.postgres),
+    ]
 )
-def job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
-    backend: Backend = request.param
-    pool = ServerPool(tmp_path_factory.mktemp(f"reduction-{backend}"))
-    try:
-        first = pool(backend)
-        urls = [first.base_url]
-        if backend == "postgresql":
-            urls.append(pool(backend, database_url=first.database_url).base_url)
-        yield run_job(urls, f"reduction-{backend}-{random.randrange(1 << 32):08x}")
-    finally:
-        pool.close()
+def job(request: pytest.FixtureRequest, jobs: dict[str, Job]) -> Job:
+    return jobs[request.param]
 
 
 def test_the_job_really_ran_on_every_rank_at_every_step(job: Job) -> None:
@@ -267,7 +292,7 @@ def test_the_job_really_ran_on_every_rank_at_every_step(job: Job) -> None:
     assert all(
         sorted(job.values["killed"][rank]) == list(range(KILL_STEPS + 1)) for rank in survivors
     )
-    assert job.killed_after_step == KILLED_AFTER
+    assert max(job.values["killed"][KILLED_RANK]) == KILLED_AFTER
 
 
 @pytest.mark.parametrize("name", ["mean", "max", "killed"])
