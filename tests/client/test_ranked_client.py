@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import torch
 import torch.distributed as dist
@@ -29,7 +30,9 @@ from client import (
     RunConflict,
     StepAnswer,
 )
+from client.wire import StepConnection, step_reporter_for
 from tests.client.conftest import TEST_DEADLINE_SECONDS
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.torch
 
@@ -209,12 +212,19 @@ def test_waiting_past_the_bound_raises_ranks_undecided(keeper: LRKeeper, run_id:
 # -- RemoteLRScheduler -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("wire", ["http.client", "httpx"])
 def test_pipelined_rank_steps_its_optimizer_only_with_the_decision_of_every_rank(
-    keeper: LRKeeper, run_id: str
+    keeper: LRKeeper, live_server: LiveServer, run_id: str, wire: str
 ) -> None:
     model, optimizer = sgd()
     ranked = {"client": keeper, "world_size": 2}
-    pipelined = RemoteLRScheduler(optimizer, run_id, PLATEAU, rank=0, **ranked)
+    # The sender's own connection, or (an httpx client injected) the LRKeeper's.
+    injected = httpx.Client(base_url=live_server.base_url, timeout=TEST_DEADLINE_SECONDS)
+    sender_keeper = keeper if wire == "http.client" else LRKeeper(http=injected)
+    assert isinstance(step_reporter_for(sender_keeper), StepConnection) == (wire == "http.client")
+    pipelined = RemoteLRScheduler(
+        optimizer, run_id, PLATEAU, rank=0, world_size=2, client=sender_keeper
+    )
     _, blocking_optimizer = sgd()
     blocking = RemoteLRScheduler(
         blocking_optimizer, run_id, PLATEAU, rank=1, pipelined=False, **ranked
@@ -239,6 +249,7 @@ def test_pipelined_rank_steps_its_optimizer_only_with_the_decision_of_every_rank
         assert pipelined.get_last_lr() == blocking.get_last_lr() == expected[step - 1]
     pipelined.close()
     blocking.close()
+    injected.close()
 
 
 def test_a_rank_alone_is_decided_by_the_timeout_with_an_event_naming_the_missing_rank(
