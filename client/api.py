@@ -434,11 +434,12 @@ class LRKeeper:
         On a ranked run, ``rank`` says which rank reports. A metric-driven step is decided
         once every rank has reported it: until then the service answers 202, and this call
         sends the same report again, long-polling, until the decision comes (which it
-        answers like any other). ``wait`` bounds that in seconds (default: the run's
-        timeout_s plus :data:`DECISION_MARGIN_SECONDS`); past it, ``RanksUndecided``
-        (``wait=0``: the report is sent once). Pass the run's ``ranks_timeout_s``
-        (:attr:`Run.ranks`) when known: the call then asks again just after it, when the
-        service decides without the missing ranks, and the default ``wait`` follows it.
+        answers like any other). ``wait`` bounds that in seconds; past it,
+        ``RanksUndecided`` (``wait=0``: the report is sent once). Pass the run's
+        ``ranks_timeout_s`` (:attr:`Run.ranks`) when known: the call then asks again just
+        after it, when the service decides without the missing ranks. The default ``wait``
+        is that timeout (else the service's default, 300 s) plus
+        :data:`DECISION_MARGIN_SECONDS`.
         """
         body = step_report_body(step, metrics, worker, rank)
         path = f"{run_path(run_id)}/steps"

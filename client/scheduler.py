@@ -388,7 +388,7 @@ class RemoteLRScheduler:
         attempts = 0
         backoff = policy.initial_backoff
         ranks = self.ranks
-        # A ranked step whose ranks have all but reported is long-polled for its decision.
+        # A ranked run's next step, still waiting for ranks, is long-polled until decided.
         wait = None if ranks is None else ranks.decision_wait
         timeout_s = None if ranks is None else ranks.timeout_s
         while True:
