@@ -252,7 +252,7 @@ def test_pipelined_rank_steps_its_optimizer_only_with_the_decision_of_every_rank
     injected.close()
 
 
-def test_a_rank_alone_is_decided_by_the_timeout_with_an_event_naming_the_missing_rank(
+def test_a_rank_alone_is_decided_by_the_timeout_and_a_late_rank_gets_that_decision(
     keeper: LRKeeper, run_id: str
 ) -> None:
     _, optimizer = sgd()
@@ -268,6 +268,11 @@ def test_a_rank_alone_is_decided_by_the_timeout_with_an_event_naming_the_missing
     timed_out = [event for event in keeper.events(run_id) if event.kind == "ranks_timed_out"]
     assert [(event.step, event.detail["missing"]) for event in timed_out] == [(1, [1])]
     assert timed_out[0].detail["reported"] == 1
+
+    # The missing rank, late: it gets the decision, and its metric changes nothing.
+    late = keeper.report_step(run_id, 1, {"val_loss": 0.0}, rank=1)
+    assert (late.replayed, late.lr) == (True, answer.lr)
+    assert keeper.get_run(run_id).step == 1
     scheduler.close()
 
 
