@@ -238,6 +238,7 @@ def render(comparisons: Sequence[Comparison], plan: Plan) -> str:
         "req/s",
         "p99 ms",
         "server CPU ms/req",
+        "machine CPU busy",
         "ratio",
         "target",
     ]
@@ -253,6 +254,7 @@ def render(comparisons: Sequence[Comparison], plan: Plan) -> str:
                     format_number(median(comparison.requests_per_second(side)), 0),
                     format_number(median([max(s.p99_ms for s in one) for one in rounds]), 2),
                     format_number(median([_cpu_per_request(one) for one in rounds]), 3),
+                    f"{median([max(s.machine_busy for s in one) for one in rounds]):.0%}",
                     format_ratio(comparison.ratio()) if index == 1 else "",
                     comparison.target if index == 1 else "",
                 ]
@@ -275,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="one short round per side")
     parser.add_argument("--write", action="store_true", help="write the table to results.md")
+    parser.add_argument(
+        "--only",
+        choices=("hot-run", "stacks", "replicas"),
+        help="one comparison (not written: --write rewrites the whole section)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -291,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(WRK_SCRIPT)
         comparisons: list[Comparison] = []
         for backend in backends:
-            comparisons.append(hot_run(backend, plan, workdir, script))
-            comparisons.extend(stacks(backend, plan, workdir, script))
-        if "postgresql" in backends:
+            if args.only in (None, "hot-run"):
+                comparisons.append(hot_run(backend, plan, workdir, script))
+            if args.only in (None, "stacks"):
+                comparisons.extend(stacks(backend, plan, workdir, script))
+        if "postgresql" in backends and args.only in (None, "replicas"):
             comparisons.append(replicas(plan, workdir, script))
     table = render(comparisons, plan)
     print(table)
-    if args.write:
+    if args.write and args.only is None:
         write_section("load", "## Load: one hot run, two replicas, uvicorn's stack\n\n" + table)
     return 0
 

@@ -413,6 +413,9 @@ class Sample:
     p99_ms: float
     failures: int
     cpu_ms_per_request: float
+    # The whole machine's CPU in use during the sample (1.0: every core busy): tells a
+    # side that is short of cores from one that is short of work.
+    machine_busy: float = 0.0
 
 
 def run_wrk(
@@ -439,8 +442,10 @@ def run_wrk(
         *run_ids,
     ]
     cpu_before = group_cpu_seconds(system.server.process.pid)
+    machine_before = machine_cpu_ticks()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     cpu_used = group_cpu_seconds(system.server.process.pid) - cpu_before
+    machine_after = machine_cpu_ticks()
     result_lines = [line for line in completed.stdout.splitlines() if line.startswith("WRK_RESULT")]
     if completed.returncode != 0 or not result_lines:
         raise RuntimeError(f"wrk failed: {completed.stdout}\n{completed.stderr}")
@@ -452,7 +457,21 @@ def run_wrk(
         p99_ms=result["p99_us"] / 1000,
         failures=result["status_errors"] + result["socket_errors"],
         cpu_ms_per_request=1000 * cpu_used / max(result["requests"], 1),
+        machine_busy=busy_fraction(machine_before, machine_after),
     )
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) ticks of every core since boot, from /proc/stat's first line."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total if total > 0 else 0.0
 
 
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")

@@ -43,7 +43,19 @@ def state_in_words(run: Mapping[str, Any]) -> list[str]:
         scheduler = registry.restore(run["scheduler"], run["param_groups"], run["state"])
     except Exception:  # a state this version cannot read still gets its page
         return []
-    return _describe(scheduler, run["step"])
+    return [*_describe(scheduler, run["step"]), *_waiting_in_words(run.get("waiting"))]
+
+
+def _waiting_in_words(waiting: Mapping[str, Any] | None) -> list[str]:
+    if waiting is None:
+        return []
+    missing = ", ".join(str(rank) for rank in waiting["missing"])
+    reported = len(waiting["reported"])
+    return [
+        f"step {waiting['step']} waits for rank(s) {missing} ({reported} of "
+        f"{reported + len(waiting['missing'])} reported); the ranks present decide it at "
+        f"{waiting['decided_by']}"
+    ]
 
 
 def _describe(scheduler: Scheduler, step: int) -> list[str]:

@@ -134,13 +134,20 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     paging_limits = {
         "list_runs": settings.max_list_limit,
         "get_history": settings.max_history_limit,
+        "get_history_csv": settings.max_history_limit,
         "get_events": settings.max_history_limit,
+    }
+    # The bounds a setting decides, declared as this service enforces them.
+    setting_bounds = {
+        "points": {"type": "integer", "minimum": 2, "maximum": settings.max_history_points},
+        "wait": {"type": "number", "minimum": 0, "maximum": 3600},
     }
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             route = next(r for r in routes if r.path == path and method.upper() in r.methods)
             operation["operationId"] = route.name
             _bound_limit(operation, paging_limits.get(route.name))
+            _bound_settings(operation, setting_bounds)
             _declare_answers(path, method, operation)
             add_links(operation)
     return document
@@ -160,6 +167,14 @@ def _bound_limit(operation: dict[str, Any], maximum: int | None) -> None:
     for parameter in operation.get("parameters", ()):
         if parameter["name"] == "limit":
             parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": maximum}
+
+
+def _bound_settings(operation: dict[str, Any], bounds: dict[str, dict[str, Any]]) -> None:
+    for parameter in operation.get("parameters", ()):
+        bound = bounds.get(parameter["name"])
+        if bound is not None:
+            parameter["schema"] = {**parameter["schema"], **bound}
+            parameter["schema"].pop("anyOf", None)
 
 
 def _error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:

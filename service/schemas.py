@@ -265,6 +265,14 @@ class PreviewRequest(_RequestBody):
 # -- answers -------------------------------------------------------------------
 
 
+class RanksWaiting(BaseModel):
+    step: int = Field(description="the run's next step, which waits for every rank")
+    reported: list[int] = Field(description="the ranks whose metric for it has arrived")
+    missing: list[int]
+    since: Timestamp = Field(description="when its first report arrived")
+    decided_by: Timestamp = Field(description="when the ranks present decide it (timeout_s)")
+
+
 class Run(BaseModel):
     run_id: str
     status: RunStatus
@@ -279,6 +287,10 @@ class Run(BaseModel):
     metadata: dict[str, Any]
     ranks: Ranks | None = Field(
         default=None, description="Present only when the run's steps wait for every rank"
+    )
+    waiting: RanksWaiting | None = Field(
+        default=None,
+        description="GET of one run only: its next step has some ranks' reports, not all",
     )
     created_at: Timestamp
     updated_at: Timestamp

@@ -6,9 +6,10 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from service.config import Settings
 from service.db import Database
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.routes.dependencies import DatabaseDependency, SettingsDependency
@@ -36,16 +37,53 @@ def wants_csv(request: Request, format_: str | None) -> bool:
     return CSV_MEDIA_TYPE in request.headers.get("accept", "")
 
 
+@dataclasses.dataclass
+class HistoryParameters:
+    """The query both history operations take (JSON and CSV)."""
+
+    start: Annotated[
+        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")
+    ] = None
+    end: Annotated[
+        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")
+    ] = None
+    limit: Annotated[QueryInteger | None, Query(description="1 to 10000; default 1000")] = None
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None
+    every: Annotated[QueryInteger, Query(ge=1, le=MAX_STEP, description="keep multiples of N")] = 1
+    include_superseded: Annotated[
+        QueryBoolean, Query(description="add the rows a rewind superseded")
+    ] = False
+    points: Annotated[
+        QueryInteger | None,
+        Query(
+            description=(
+                "at most about P rows keeping every bucket's lowest and highest values "
+                "(2 to LRKEEPER_MAX_HISTORY_POINTS, 10000 by default); one answer, without "
+                "cursor, limit or every"
+            ),
+        ),
+    ] = None
+
+    def query(self) -> run_history.HistoryQuery:
+        return run_history.HistoryQuery(
+            start=self.start,
+            end=self.end,
+            limit=self.limit,
+            cursor=self.cursor,
+            every=self.every,
+            include_superseded=self.include_superseded,
+        )
+
+
+History = Annotated[HistoryParameters, Depends()]
+
+
 @router.get(
     "/runs/{run_id}/history",
     responses={
         200: {
             "model": HistoryPage,
-            "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
-            "description": (
-                "JSON, or CSV with `Accept: text/csv`: one page with `limit` (next page: "
-                "X-Next-Cursor), else the whole history streamed"
-            ),
+            "description": "One page (`limit`; next page: `next_cursor`), or a thinned answer",
         },
         **_PROBLEMS,
     },
@@ -55,49 +93,69 @@ def get_history(
     request: Request,
     database: DatabaseDependency,
     settings: SettingsDependency,
-    start: Annotated[
-        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")
+    parameters: History,
+    format_: Annotated[
+        Literal["json", "csv"] | None, Query(alias="format", include_in_schema=False)
     ] = None,
-    end: Annotated[
-        QueryInteger | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")
-    ] = None,
-    limit: Annotated[QueryInteger | None, Query(description="1 to 10000; default 1000")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-    every: Annotated[QueryInteger, Query(ge=1, le=MAX_STEP, description="keep multiples of N")] = 1,
-    include_superseded: Annotated[
-        QueryBoolean, Query(description="add the rows a rewind superseded")
-    ] = False,
-    points: Annotated[
-        QueryInteger | None,
-        Query(
-            description=(
-                "at most about P rows keeping every bucket's lowest and highest values "
-                "(2 to 10000); one answer, without cursor, limit or every"
-            )
-        ),
-    ] = None,
-    format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
 ) -> Response:
-    """The run's steps in order, step 0 included; follow ``next_cursor`` until it is null."""
-    query = run_history.HistoryQuery(
-        start=start,
-        end=end,
-        limit=limit,
-        cursor=cursor,
-        every=every,
-        include_superseded=include_superseded,
-    )
-    as_csv = wants_csv(request, format_)
-    if points is not None:
-        page: run_history.HistoryPage = thinning.thinned_history(
-            database, run_id, query, points, max_points=settings.max_history_points
+    """The run's steps in order, step 0 included; follow ``next_cursor`` until it is null.
+
+    CSV is its own operation (``get_history_csv``). ``?format=csv`` and ``Accept:
+    text/csv`` on this path give the same CSV (API.md; the run pages link to it), left
+    out of the document so that a generated client's ``get_history`` is JSON only.
+    """
+    if wants_csv(request, format_):
+        return _history_as_csv(database, settings, run_id, parameters)
+    return JSONResponse(_history_page(database, settings, run_id, parameters).as_dict())
+
+
+@router.get(
+    "/runs/{run_id}/history.csv",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "description": (
+                "API.md's columns; with `limit`, one page (the next: X-Next-Cursor), "
+                "else the whole history, streamed"
+            ),
+            "headers": {
+                NEXT_CURSOR_HEADER: {
+                    "description": "the cursor of the next page, when there is one",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **_PROBLEMS,
+    },
+)
+def get_history_csv(
+    run_id: RunId,
+    database: DatabaseDependency,
+    settings: SettingsDependency,
+    parameters: History,
+) -> Response:
+    """The run's steps as CSV: the same rows and query as ``get_history``."""
+    return _history_as_csv(database, settings, run_id, parameters)
+
+
+def _history_page(
+    database: Database, settings: Settings, run_id: str, parameters: HistoryParameters
+) -> run_history.HistoryPage:
+    query = parameters.query()
+    if parameters.points is not None:
+        return thinning.thinned_history(
+            database, run_id, query, parameters.points, max_points=settings.max_history_points
         )
-    elif as_csv and limit is None:
-        return _streamed_csv(database, run_id, query, settings.max_history_limit)
-    else:
-        page = run_history.history(database, run_id, query, max_limit=settings.max_history_limit)
-    if not as_csv:
-        return JSONResponse(page.as_dict())
+    return run_history.history(database, run_id, query, max_limit=settings.max_history_limit)
+
+
+def _history_as_csv(
+    database: Database, settings: Settings, run_id: str, parameters: HistoryParameters
+) -> Response:
+    if parameters.points is None and parameters.limit is None:
+        return _streamed_csv(database, run_id, parameters.query(), settings.max_history_limit)
+    page = _history_page(database, settings, run_id, parameters)
     headers = {NEXT_CURSOR_HEADER: page.next_cursor} if page.next_cursor else {}
     return Response(
         history_csv(page), media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8", headers=headers

@@ -4,9 +4,11 @@ Creating is insert-on-conflict, then lock and compare, so every rank of a job
 may PUT the same run and none can race another into a duplicate.
 """
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from service.db import Database
 from service.problems import (
@@ -33,6 +35,8 @@ from service.runs.statements import (
     SELECT_RUN,
     dialect_insert,
     insert_events,
+    iso_timestamp,
+    rank_report_columns,
     run_columns,
     runs_table,
     utc_now,
@@ -161,11 +165,40 @@ def config_differences(path: str, stored: Any, requested: Any) -> list[dict[str,
 def get_run(
     database: Database, run_id: str, *, stale_after: float = DEFAULT_STALE_AFTER_SECONDS
 ) -> dict[str, Any]:
+    """One run; a ranked run whose next step has some ranks' reports says which (``waiting``),
+    so a job stuck on a missing rank shows which one before its timeout."""
     with database.read_engine.connect() as connection:
         row = connection.execute(SELECT_RUN, {"run_id": run_id}).first()
-    if row is None:
-        raise run_not_found(run_id)
-    return run_answer(row, stale_cutoff(stale_after))
+        if row is None:
+            raise run_not_found(run_id)
+        answer = run_answer(row, stale_cutoff(stale_after))
+        if row.ranks is not None:
+            waiting = _waiting_ranks(connection, run_id, row.step + 1, row.ranks)
+            if waiting is not None:
+                answer["waiting"] = waiting
+    return answer
+
+
+def _waiting_ranks(
+    connection: Connection, run_id: str, step: int, ranks: dict[str, Any]
+) -> dict[str, Any] | None:
+    reports = connection.execute(
+        sa.select(rank_report_columns.rank, rank_report_columns.reported_at)
+        .join(runs_table, run_columns.id == rank_report_columns.run_pk)
+        .where(run_columns.run_id == run_id, rank_report_columns.step == step)
+        .order_by(rank_report_columns.rank)
+    ).all()
+    if not reports:
+        return None
+    reported = [report.rank for report in reports]
+    since = min(report.reported_at for report in reports)
+    return {
+        "step": step,
+        "reported": reported,
+        "missing": sorted(set(range(ranks["world_size"])) - set(reported)),
+        "since": iso_timestamp(since),
+        "decided_by": iso_timestamp(since + timedelta(seconds=ranks["timeout_s"])),
+    }
 
 
 @retry_on_conflict

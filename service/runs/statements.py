@@ -34,6 +34,9 @@ extremes_table: sa.Table = StepExtremes.__table__  # type: ignore[assignment]
 rank_reports_table: sa.Table = RankReport.__table__  # type: ignore[assignment]
 
 
+rank_report_columns = rank_reports_table.c
+
+
 run_columns = runs_table.c
 
 

@@ -83,7 +83,8 @@ def test_generated_modules_are_named_after_the_operation_ids(generated: Generate
     modules = {path.stem for path in (generated.root / "api").rglob("*.py")} - {"__init__"}
     assert {
         "put_run", "get_run", "list_runs", "update_run", "report_step", "get_lr", "set_lr",
-        "rewind_run", "get_lr_suggestion", "get_history", "get_events", "preview",
+        "rewind_run", "get_lr_suggestion", "get_history", "get_history_csv", "get_events",
+        "preview",
         "list_scheduler_types",
     } <= modules  # fmt: skip
     assert not any("_v1_" in name for name in modules), modules
@@ -128,6 +129,16 @@ def test_a_runs_whole_life_through_the_generated_client(generated: Generated, ap
     )
     assert [item.step for item in history.items if not item.superseded] == [0, 1]
     assert all(isinstance(item.recorded_at, datetime) for item in history.items)
+    as_csv = generated.operation("history", "get_history_csv").sync_detailed(
+        run_id, client=api, limit=1
+    )
+    assert as_csv.status_code == 200
+    header, first_row = as_csv.content.decode().splitlines()
+    assert header.split(",")[:2] == ["step", "lr_0"] and first_row.startswith("0,0.1,")
+    following = generated.operation("history", "get_history_csv").sync_detailed(
+        run_id, client=api, cursor=as_csv.headers["x-next-cursor"]
+    )
+    assert [line.split(",")[0] for line in following.content.decode().splitlines()[1:]] == ["1"]
     events = generated.operation("history", "get_events").sync(run_id, client=api)
     assert [event.kind for event in events.items] == ["lr_set", "rewind"]
 
@@ -176,3 +187,39 @@ def test_errors_parse_as_the_problem_model_with_their_extension_members(
     )
     assert invalid.status_code == 422
     assert [error.loc for error in invalid.parsed.errors] == [["body", "lr"]]
+
+
+def test_a_ranked_step_parses_as_pending_until_every_rank_reported(
+    generated: Generated, api: Any
+) -> None:
+    models = generated.models
+    run_id = f"generated-{uuid.uuid4().hex[:8]}"
+    body = models.RunCreate.from_dict(
+        {
+            "scheduler": {"type": "ReduceLROnPlateau", "params": {}},
+            "param_groups": [{"lr": 0.1}],
+            "ranks": {"world_size": 2, "reduce": "max"},
+        }
+    )
+    created = generated.operation("runs", "put_run").sync(run_id, client=api, body=body)
+    assert created.ranks.world_size == 2 and created.ranks.timeout_s == 300
+    report_step = generated.operation("runs", "report_step")
+
+    def report(rank: int, loss: float) -> Any:
+        metrics = models.StepReportMetrics.from_dict({"val_loss": loss})
+        return report_step.sync_detailed(
+            run_id, client=api, body=models.StepReport(step=1, rank=rank, metrics=metrics)
+        )
+
+    pending = report(0, 1.0)
+    assert pending.status_code == 202
+    assert isinstance(pending.parsed, models.StepPending)
+    assert (pending.parsed.reported, pending.parsed.world_size) == (1, 2)
+    waited = generated.operation("runs", "get_lr").sync_detailed(
+        run_id, client=api, step=1, wait=0.1
+    )
+    assert waited.status_code == 202 and isinstance(waited.parsed, models.StepPending)
+    decided = report(1, 2.0)
+    assert decided.status_code == 200 and isinstance(decided.parsed, models.StepAnswer)
+    conflict = report(1, 3.0)
+    assert conflict.status_code == 409 and conflict.parsed.type_.endswith("rank-metric-conflict")

@@ -10,6 +10,7 @@ long-poll that holds no database connection while it waits, across two replicas.
 import concurrent.futures
 import math
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -313,3 +314,22 @@ def test_long_polls_hold_no_connection_and_see_a_decision_taken_on_another_repli
     assert decided.status_code == 200, decided.text
     assert {answer.status_code for answer in answers} == {200}
     assert {tuple(answer.json()["lr"]) for answer in answers} == {tuple(decided.json()["lr"])}
+
+
+def test_a_run_waiting_for_ranks_says_which_in_its_json_and_on_its_page(
+    client: httpx.Client,
+) -> None:
+    run_id = ranked_run(client, 4, timeout_s=120)
+    assert "waiting" not in client.get(f"/v1/runs/{run_id}").json()
+    for rank in (3, 1):
+        report(client, run_id, 1, rank, 1.0)
+    waiting = client.get(f"/v1/runs/{run_id}").json()["waiting"]
+    assert (waiting["step"], waiting["reported"], waiting["missing"]) == (1, [1, 3], [0, 2])
+    since = datetime.fromisoformat(waiting["since"])
+    assert datetime.fromisoformat(waiting["decided_by"]) - since == timedelta(seconds=120)
+    page = client.get(f"/runs/{run_id}")
+    assert page.status_code == 200
+    assert "step 1 waits for rank(s) 0, 2 (2 of 4 reported)" in page.text
+    for rank in (0, 2):
+        report(client, run_id, 1, rank, 1.0)
+    assert "waiting" not in client.get(f"/v1/runs/{run_id}").json()
