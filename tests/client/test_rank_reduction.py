@@ -124,6 +124,8 @@ class Job:
         default_factory=dict
     )
     events: dict[str, list[Event]] = field(default_factory=dict)
+    # The metric each step's history row holds: the reduced one.
+    recorded_metrics: dict[str, list[float]] = field(default_factory=dict)
 
 
 class RankOutput:
@@ -253,6 +255,10 @@ def run_job(setups: dict[str, list[str]]) -> dict[str, Job]:
             job.values[run] = {rank: output.values(run_id) for rank, output in enumerate(outputs)}
         with LRKeeper(setups[name][0], retry=RetryPolicy(deadline=TEST_DEADLINE_SECONDS)) as keeper:
             job.events = {run: keeper.events(run_id) for run, run_id in job.run_ids.items()}
+            job.recorded_metrics = {
+                run: [item.metrics["val_loss"] for item in keeper.history(run_id, start=1)]
+                for run, run_id in job.run_ids.items()
+            }
     return jobs
 
 
@@ -324,6 +330,27 @@ def test_values_equal_torch_fed_the_reduced_metric(
     held = job.values[name][0]
     assert held[0] == ([group["lr"] for group in GROUPS], [group["momentum"] for group in GROUPS])
     assert [held[step] for step in range(1, STEPS + 1)] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "metrics", "reduce", "present"),
+    [
+        ("mean", MEAN_METRICS, "mean", every_rank),
+        ("max", MAX_METRICS, "max", every_rank),
+        ("killed", KILL_METRICS, "min", killed_rank_gone),
+    ],
+)
+def test_each_step_records_the_reduced_metric_float_for_float(
+    job: Job,
+    name: str,
+    metrics: list[list[float]],
+    reduce: str,
+    present: Callable[[int, int], bool],
+) -> None:
+    assert job.recorded_metrics[name] == reduced(metrics, reduce, present)
+    if reduce == "mean":  # fsum, not a running sum: the two differ on these metrics
+        naive = [sum(values) / len(values) for values in zip(*metrics, strict=True)]
+        assert naive != job.recorded_metrics[name]
 
 
 def test_a_killed_rank_leaves_the_ranks_present_to_decide_after_the_timeout(job: Job) -> None:
