@@ -6,7 +6,7 @@ of ReduceLROnPlateau runs: on SQLite behind one service, and on PostgreSQL behin
 replicas of it (ranks 0-3 talk to one, 4-7 to the other). Every rank must hold the same
 values at every step — read by each optimizer as it steps — and they must equal torch's
 ReduceLROnPlateau on a real optimizer fed the reduced metric, computed as the service
-does (``math.fsum(values) / len(values)`` for the mean). Even ranks are pipelined, odd
+does (the exact mean rounded once, for the mean). Even ranks are pipelined, odd
 ranks block in ``step()``: both wait for the decision (the killed rank's runs are
 pipelined on every rank: see phases_of_rank).
 
@@ -21,7 +21,6 @@ read what it left.
 """
 
 import json
-import math
 import os
 import random
 import signal
@@ -30,6 +29,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -60,7 +60,8 @@ KILL_TIMEOUT_S = 3.0
 PROCESS_DEADLINE_SECONDS = 240
 
 REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
-    "mean": lambda values: math.fsum(values) / len(values),
+    # The exact mean, rounded once (Fraction holds each float exactly).
+    "mean": lambda values: float(sum(map(Fraction, values), Fraction(0)) / len(values)),
     "min": min,
     "max": max,
 }
@@ -348,7 +349,7 @@ def test_each_step_records_the_reduced_metric_float_for_float(
     present: Callable[[int, int], bool],
 ) -> None:
     assert job.recorded_metrics[name] == reduced(metrics, reduce, present)
-    if reduce == "mean":  # fsum, not a running sum: the two differ on these metrics
+    if reduce == "mean":  # exact, not a running sum: the two differ on these metrics
         naive = [sum(values) / len(values) for values in zip(*metrics, strict=True)]
         assert naive != job.recorded_metrics[name]
 

@@ -11,6 +11,7 @@ import concurrent.futures
 import math
 import uuid
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import httpx
@@ -22,6 +23,11 @@ from tests.schedules.torch_oracle import run_in_torch
 PLATEAU = {"type": "ReduceLROnPlateau", "params": {"patience": 0, "factor": 0.5}}
 COSINE = {"type": "CosineAnnealingLR", "params": {"T_max": 10}}
 SGD = [{"lr": 0.1, "momentum": 0.9}]
+
+
+def exact_mean(values: list[float]) -> float:
+    """The mean the service feeds a schedule: exact in rationals, rounded once."""
+    return float(sum(map(Fraction, values), Fraction(0)) / len(values))
 
 
 def ranked_run(
@@ -106,7 +112,7 @@ def test_a_step_waits_for_every_rank_then_the_schedule_reads_their_mean(
         decided = report(client, run_id, step, 2, step_losses[-1])
         assert decided.status_code == 200, decided.text
         assert decided.json()["replayed"] is False
-    means = [math.fsum(step_losses) / 3 for step_losses in losses]
+    means = [exact_mean(step_losses) for step_losses in losses]
     torch_run = run_in_torch(PLATEAU, SGD, len(losses), means)
     rows = history(client, run_id)[1:]
     assert [row["metrics"] for row in rows] == [{"val_loss": mean} for mean in means]
@@ -116,7 +122,7 @@ def test_a_step_waits_for_every_rank_then_the_schedule_reads_their_mean(
 @pytest.mark.parametrize(
     ("reduce", "expected"),
     [
-        ("mean", math.fsum([0.1, 0.2, 0.3, 1e-17]) / 4),
+        ("mean", exact_mean([0.1, 0.2, 0.3, 1e-17])),
         ("sum", math.fsum([0.1, 0.2, 0.3, 1e-17])),
         ("min", 1e-17),
         ("max", 0.3),
@@ -130,6 +136,15 @@ def test_each_reduction_feeds_the_schedule_one_value(
         response = report(client, run_id, 1, rank, loss)
     assert response.status_code == 200, response.text
     assert history(client, run_id)[1]["metrics"] == {"val_loss": expected}
+
+
+def test_ranks_sending_one_all_reduced_value_get_that_value_back(client: httpx.Client) -> None:
+    """fsum(3·x)/3 is 1 ulp off x for about one value in seven; the exact mean is not."""
+    value = next(x / 7 for x in range(1, 1000) if math.fsum([x / 7] * 3) / 3 != x / 7)
+    run_id = ranked_run(client, 3)
+    for rank in range(3):
+        report(client, run_id, 1, rank, value)
+    assert history(client, run_id)[1]["metrics"] == {"val_loss": value}
 
 
 def test_one_ranks_nan_makes_the_reduced_metric_nan(client: httpx.Client) -> None:
@@ -157,7 +172,7 @@ def test_a_rank_repeating_its_report_is_a_replay_and_changing_it_is_a_conflict(
         assert replay.status_code == 200, replay.text
         assert replay.json() == {**decided.json(), "replayed": True}
     assert_problem(report(client, run_id, 1, 1, 0.71), 409, "rank-metric-conflict")
-    assert history(client, run_id)[1]["metrics"] == {"val_loss": math.fsum([0.5, 0.7]) / 2}
+    assert history(client, run_id)[1]["metrics"] == {"val_loss": exact_mean([0.5, 0.7])}
 
 
 def test_refusals_name_the_field_and_leave_the_step_waiting(client: httpx.Client) -> None:
