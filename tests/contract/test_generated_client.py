@@ -188,6 +188,17 @@ def test_errors_parse_as_the_problem_model_with_their_extension_members(
     assert invalid.status_code == 422
     assert [error.loc for error in invalid.parsed.errors] == [["body", "lr"]]
 
+    too_large = put_run.sync_detailed(
+        f"generated-{uuid.uuid4().hex[:8]}",
+        client=api,
+        body=models.RunCreate.from_dict(
+            {"scheduler": step_lr, "param_groups": [{"lr": 0.1}], "metadata": {"x": "y" * 2**21}}
+        ),
+    )
+    assert too_large.status_code == 413
+    assert isinstance(too_large.parsed, models.Problem)
+    assert too_large.parsed.type_.endswith("payload-too-large")
+
 
 def test_a_ranked_step_parses_as_pending_until_every_rank_reported(
     generated: Generated, api: Any
