@@ -88,6 +88,11 @@ class ServiceError(LRKeeperError):
     def detail(self) -> str:
         return str(self.problem.get("detail", ""))
 
+    def _int_member(self, name: str) -> int | None:
+        """An integer extension member of the problem, or None when it is absent."""
+        value = self.problem.get(name)
+        return None if value is None else int(value)
+
 
 class InvalidJson(ServiceError):
     """400: the body was not JSON the service could read (malformed, not UTF-8, too deep)."""
@@ -167,8 +172,7 @@ class StepOutOfOrder(Conflict):
 
     @property
     def expected_step(self) -> int | None:
-        value = self.problem.get("expected_step")
-        return None if value is None else int(value)
+        return self._int_member("expected_step")
 
 
 class ScheduleEnded(Conflict):
@@ -178,13 +182,11 @@ class ScheduleEnded(Conflict):
 
     @property
     def step(self) -> int | None:
-        value = self.problem.get("step")
-        return None if value is None else int(value)
+        return self._int_member("step")
 
     @property
     def total_steps(self) -> int | None:
-        value = self.problem.get("total_steps")
-        return None if value is None else int(value)
+        return self._int_member("total_steps")
 
 
 class ScheduleFailed(Conflict):
@@ -195,8 +197,7 @@ class ScheduleFailed(Conflict):
 
     @property
     def step(self) -> int | None:
-        value = self.problem.get("step")
-        return None if value is None else int(value)
+        return self._int_member("step")
 
     @property
     def parameter(self) -> str | None:
@@ -219,13 +220,11 @@ class RankMetricConflict(Conflict):
 
     @property
     def rank(self) -> int | None:
-        value = self.problem.get("rank")
-        return None if value is None else int(value)
+        return self._int_member("rank")
 
     @property
     def step(self) -> int | None:
-        value = self.problem.get("step")
-        return None if value is None else int(value)
+        return self._int_member("step")
 
 
 class NotEnoughData(Conflict):

@@ -317,8 +317,7 @@ def _record_step(
     now = utc_now()
     recorded_at = timestamp(now)
     scheduler = _restore(locked, report.step, catch_up)
-    metrics: Mapping[str, float] = report.metrics
-    ranks_events: list[dict[str, Any]] = []
+    target = _Target(report.step, report.metrics, report.worker, [])
     if ranks is not None and scheduler.uses_metric:
         if report.rank is None:
             raise invalid(
@@ -332,12 +331,8 @@ def _record_step(
         if isinstance(collected, Pending):
             return collected.answer()
         assert collected is not None  # this report's own row is there
-        metrics, ranks_events = collected.metrics, collected.events
-    return (
-        yield from _advance_and_record(
-            locked, scheduler, report.step, metrics, report.worker, ranks_events, recorded_at
-        )
-    )
+        target = _Target(report.step, collected.metrics, report.worker, collected.events)
+    return (yield from _advance_and_record(locked, scheduler, target, recorded_at))
 
 
 def _record_timed_out_step(run_id: str, step: int, timestamp: Callable[[datetime], Any]) -> Unit:
@@ -355,11 +350,8 @@ def _record_timed_out_step(run_id: str, step: int, timestamp: Callable[[datetime
     collected = yield from collect(locked["run_pk"], ranks, step, now, report=None)
     if not isinstance(collected, Decision):
         return {}
-    return (
-        yield from _advance_and_record(
-            locked, scheduler, step, collected.metrics, None, collected.events, timestamp(now)
-        )
-    )
+    target = _Target(step, collected.metrics, None, collected.events)
+    return (yield from _advance_and_record(locked, scheduler, target, timestamp(now)))
 
 
 def _check_running(run_id: str, locked: Row) -> None:
@@ -386,18 +378,23 @@ def _check_metrics_readable(locked: Row, metrics: Mapping[str, float]) -> None:
         _step_engine(probe, metrics)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The step a write advances the run to, and what goes on its row."""
+
+    step: int
+    metrics: Mapping[str, float]
+    worker: str | None
+    # Recorded before the engine's own events at that step (a ranks timeout).
+    events: list[dict[str, Any]]
+
+
 def _advance_and_record(
-    locked: Row,
-    scheduler: Scheduler,
-    target: int,
-    metrics: Mapping[str, float],
-    worker: str | None,
-    extra_events: list[dict[str, Any]],
-    recorded_at: Any,
+    locked: Row, scheduler: Scheduler, target: _Target, recorded_at: Any
 ) -> Unit:
     """Advance the engine to ``target`` and record it, or record the schedule's failure."""
     try:
-        advance = _advance(locked, scheduler, target, metrics, worker, extra_events, recorded_at)
+        advance = _advance(locked, scheduler, target, recorded_at)
     except ScheduleFailed as failure:
         # Told once per failing step, however many ranks report it; the run stays as it was.
         event = {"kind": "schedule_failed", "detail": failure.event_detail()}
@@ -406,7 +403,7 @@ def _advance_and_record(
             yield Record([], [event_row(locked["run_pk"], failure.step, event, recorded_at)])
         return failure
     yield Record(advance.step_rows, advance.event_rows)
-    yield from record_passed_blocks(locked["run_pk"], locked["step"], target, advance.points)
+    yield from record_passed_blocks(locked["run_pk"], locked["step"], target.step, advance.points)
     return advance.answer
 
 
@@ -473,28 +470,20 @@ def _restore(locked: Row, target: int, catch_up: CatchUpLimit | None) -> Schedul
     return scheduler
 
 
-def _advance(
-    locked: Row,
-    scheduler: Scheduler,
-    target: int,
-    metrics: Mapping[str, float],
-    worker: str | None,
-    extra_events: list[dict[str, Any]],
-    recorded_at: Any,
-) -> _Advance:
-    """Step the engine from the locked run to ``target``, which is past the run's step;
-    ``metrics`` go with the last step, after ``extra_events`` (a ranks timeout)."""
+def _advance(locked: Row, scheduler: Scheduler, target: _Target, recorded_at: Any) -> _Advance:
+    """Step the engine from the locked run to ``target.step``, which is past the run's step;
+    the target's metrics go with its step."""
     run_pk, run_step = locked["run_pk"], locked["step"]
     step_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     answer_events: list[dict[str, Any]] = []
     points: list[Point] = []
-    for step in range(run_step + 1, target + 1):
-        is_last = step == target
-        outcome = _step_engine(scheduler, metrics if is_last else None)
+    for step in range(run_step + 1, target.step + 1):
+        is_last = step == target.step
+        outcome = _step_engine(scheduler, target.metrics if is_last else None)
         events = event_dicts(outcome.events)
-        if is_last and extra_events:
-            events = [*extra_events, *events]
+        if is_last and target.events:
+            events = [*target.events, *events]
         answer_events.extend(events)
         event_rows.extend(event_row(run_pk, step, event, recorded_at) for event in events)
         lr = encode_floats(outcome.lr)
@@ -507,15 +496,15 @@ def _advance(
                 "lr": json_text(lr),
                 "momentum": json_text(momentum),
                 "state": json_text(scheduler.state()),
-                "metrics": json_text(encode_floats(dict(metrics))) if is_last else "{}",
-                "worker": worker,
+                "metrics": json_text(encode_floats(dict(target.metrics))) if is_last else "{}",
+                "worker": target.worker,
                 # A replay of the reported step answers what this report answered.
                 "events": json_text(answer_events if is_last else events),
                 "stop": outcome.stop,
                 "now": recorded_at,
             }
         )
-    answer = step_answer(target, lr, momentum, False, answer_events, outcome.stop)
+    answer = step_answer(target.step, lr, momentum, False, answer_events, outcome.stop)
     # The reported metrics go on the last row, which no block passed by this report holds.
     return _Advance(step_rows, event_rows, answer, points)
 
