@@ -148,6 +148,8 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
             operation["operationId"] = route.name
             _bound_limit(operation, paging_limits.get(route.name))
             _bound_settings(operation, setting_bounds)
+            for parameter in operation.get("parameters", ()):
+                _json_schema_bounds(parameter["schema"])
             _declare_answers(path, method, operation)
             add_links(operation)
     return document
@@ -175,6 +177,24 @@ def _bound_settings(operation: dict[str, Any], bounds: dict[str, dict[str, Any]]
         if bound is not None:
             parameter["schema"] = {**parameter["schema"], **bound}
             parameter["schema"].pop("anyOf", None)
+
+
+# pydantic writes a query integer's bounds (an Annotated int with a validator of its own,
+# service.schemas.QueryInteger) under its own names; JSON Schema's are these.
+_BOUND_KEYWORDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusiveMinimum",
+    "lt": "exclusiveMaximum",
+}
+
+
+def _json_schema_bounds(schema: dict[str, Any]) -> None:
+    for name, keyword in _BOUND_KEYWORDS.items():
+        if name in schema:
+            schema[keyword] = schema.pop(name)
+    for variant in schema.get("anyOf", ()):
+        _json_schema_bounds(variant)
 
 
 def _error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:

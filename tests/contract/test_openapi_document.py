@@ -1,5 +1,6 @@
 """The document itself, built in-process: what a generated client and a fuzzer read from it."""
 
+import json
 from typing import Any
 
 import pytest
@@ -123,6 +124,22 @@ def test_requests_are_as_strict_as_the_server(document: dict[str, Any]) -> None:
     assert "stale" in str(status["schema"])
     steps = schemas["PreviewRequest"]["properties"]["steps"]
     assert (steps["minimum"], steps["maximum"]) == (0, 5000)
+    lr_at = document["paths"]["/v1/runs/{run_id}/lr"]["get"]["parameters"]
+    step = next(parameter for parameter in lr_at if parameter["name"] == "step")
+    assert {"minimum": 0, "maximum": 2**31 - 1}.items() <= step["schema"]["anyOf"][0].items()
+
+
+def test_every_parameter_bound_is_spelled_as_json_schema_spells_it(
+    document: dict[str, Any],
+) -> None:
+    """pydantic's own names (ge, le) are not JSON Schema: a validator, a fuzzer and a
+    generated client would all read the parameter as unbounded."""
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                text = json.dumps(parameter["schema"])
+                for name in ("ge", "le", "gt", "lt"):
+                    assert f'"{name}":' not in text, (path, parameter["name"])
 
 
 # Required parameters of the types whose bounds are declared; the rest need none.
