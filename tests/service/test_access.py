@@ -55,6 +55,7 @@ ACCESS_BY_ROUTE: dict[tuple[str, str], str] = {
     ("GET", "/v1/runs/{run_id}/lr-suggestion/chart.svg"): READ,
     ("GET", "/v1/runs/{run_id}/lr-suggestion/chart.png"): READ,
     ("GET", "/v1/runs/{run_id}/history"): READ,
+    ("GET", "/v1/runs/{run_id}/history.csv"): READ,
     ("GET", "/v1/runs/{run_id}/events"): READ,
     ("GET", "/v1/runs/{run_id}/chart.svg"): READ,
     ("GET", "/v1/runs/{run_id}/chart.png"): READ,

@@ -20,6 +20,7 @@ from service.db import (
 )
 from service.limits import CatchUpLimit
 from service.runs import catalog, steps
+from service.runs.waiting import StepWaiters
 from service.schemas import RunCreate, StepReport
 from tests.conftest import BACKENDS, Backend, DatabaseProvider
 
@@ -199,6 +200,7 @@ async def report_step(
         StepReport(step=step),
         catch_up=CatchUpLimit(steps=10, values=100),
         recorded_steps=recorded_steps,
+        waiters=StepWaiters(),
     )
 
 
