@@ -140,7 +140,6 @@ def build_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     # The bounds a setting decides, declared as this service enforces them.
     setting_bounds = {
         "points": {"type": "integer", "minimum": 2, "maximum": settings.max_history_points},
-        "wait": {"type": "number", "minimum": 0, "maximum": 3600},
     }
     for path, operations in document["paths"].items():
         for method, operation in operations.items():

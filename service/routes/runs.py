@@ -212,7 +212,7 @@ async def report_step(
     answer = await report()
     if answer.get("pending") and wait > 0:
         wait = min(wait, state.settings.max_wait_seconds)
-        await steps.wait_for_report(state.database, run_id, body, wait, waiters)
+        await steps.wait_for_decision(state.database, run_id, body.step, wait, waiters)
         answer = await report()  # a replay of this report: the decision, or pending still
     state.metrics.count_step_answer(answer)
     return JSONResponse(answer, status_code=202 if answer.get("pending") else 200)

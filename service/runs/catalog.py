@@ -28,6 +28,7 @@ from service.runs.answers import (
     run_not_found,
     stale_cutoff,
 )
+from service.runs.ranks import missing_ranks
 from service.runs.retrying import retry_on_conflict
 from service.runs.statements import (
     INSERT_STEP_ROW,
@@ -195,7 +196,7 @@ def _waiting_ranks(
     return {
         "step": step,
         "reported": reported,
-        "missing": sorted(set(range(ranks["world_size"])) - set(reported)),
+        "missing": missing_ranks(ranks["world_size"], reported),
         "since": iso_timestamp(since),
         "decided_by": iso_timestamp(since + timedelta(seconds=ranks["timeout_s"])),
     }

@@ -185,7 +185,7 @@ def collect(
     )
     events: list[dict[str, Any]] = []
     if len(rows) < ranks.world_size:
-        missing = sorted(set(range(ranks.world_size)) - set(present))
+        missing = missing_ranks(ranks.world_size, present)
         detail = {
             "missing": missing,
             "reported": len(rows),
@@ -194,6 +194,11 @@ def collect(
         }
         events.append({"kind": RANKS_TIMED_OUT, "detail": detail})
     return Decision(reduced, events)
+
+
+def missing_ranks(world_size: int, present: Iterable[int]) -> list[int]:
+    """The ranks below ``world_size`` that have not reported, in order."""
+    return sorted(set(range(world_size)) - set(present))
 
 
 def as_utc(value: datetime | str) -> datetime:

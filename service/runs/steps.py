@@ -210,7 +210,7 @@ async def current_lr(
     if row is None:
         raise run_not_found(run_id)
     if row["lr"] is None:
-        pending = await _wait_for_decision(database, run_id, step, wait, waiters)
+        pending = await wait_for_decision(database, run_id, step, wait, waiters)
         if pending is not None:
             return pending.answer()
         row = await _read_row(database, RECORDED_STEP, {"run_id": run_id, "step": step})
@@ -229,14 +229,7 @@ def _lr_answer(row: Row) -> dict[str, Any]:
     return answer
 
 
-async def wait_for_report(
-    database: Database, run_id: str, report: StepReport, wait: float, waiters: StepWaiters
-) -> None:
-    """After a pending answer: wait up to ``wait`` seconds for the step's decision."""
-    await _wait_for_decision(database, run_id, report.step, wait, waiters)
-
-
-async def _wait_for_decision(
+async def wait_for_decision(
     database: Database,
     run_id: str,
     step: int,
@@ -336,7 +329,7 @@ def _record_step(
 
 
 def _record_timed_out_step(run_id: str, step: int, timestamp: Callable[[datetime], Any]) -> Unit:
-    """A reader's decision of a ranked step whose timeout passed (see _wait_for_decision)."""
+    """A reader's decision of a ranked step whose timeout passed (see wait_for_decision)."""
     locked = yield Fetch(LOCK_RUN, {"run_id": run_id})
     ranks = None if locked is None else Ranks.of(json_from_text(locked["ranks"]))
     if locked is None or ranks is None or locked["step"] + 1 != step:
